@@ -1,0 +1,3 @@
+from anu_jobs.cli import main
+
+main()

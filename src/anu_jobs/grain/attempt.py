@@ -1,0 +1,126 @@
+"""Running a job's own code: one attempt of ``execute`` or ``compensate``, contained.
+
+Whatever the job does (raise anything, run too long, block in a thread), the silo goes on:
+exceptions become an :class:`Outcome`, ``KeyboardInterrupt`` and ``SystemExit`` raised by a
+job included, and a deadline or a cancel stops waiting for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import traceback
+from collections.abc import Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, Literal
+
+from anu_jobs.clock import Clock, TimerHandle
+from anu_jobs.errors import JobCancelledError, JobTimeoutError
+from anu_jobs.model import CancellationToken, ErrorInfo, Job, JobContext
+
+__all__ = ["AttemptRunner", "Outcome", "error_info"]
+
+OutcomeKind = Literal["ok", "error", "cancelled", "interrupted", "lost"]
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How an attempt ended. ``interrupted``: the silo stopped it to shut down;
+    ``lost``: the silo lost the job's lease; ``cancelled``: the run was cancelled."""
+
+    kind: OutcomeKind
+    error: ErrorInfo | None = None
+
+
+class _JobRaisedBaseException(Exception):
+    """Carries a ``KeyboardInterrupt`` or ``SystemExit`` raised by a job's own code, so
+    that it fails the attempt instead of stopping the silo's event loop."""
+
+    def __init__(self, inner: BaseException) -> None:
+        self.inner = inner
+        super().__init__(f"{type(inner).__name__}: {inner}")
+
+
+def error_info(exc: BaseException) -> ErrorInfo:
+    if isinstance(exc, _JobRaisedBaseException):
+        exc = exc.inner
+    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    return ErrorInfo(type(exc).__qualname__, str(exc), tb[-8000:])
+
+
+class AttemptRunner:
+    """Runs one method of one job instance and classifies how it ended."""
+
+    __slots__ = ("_clock", "_executor", "_user", "_why")
+
+    def __init__(self, clock: Clock, executor: Executor | None) -> None:
+        self._clock = clock
+        self._executor = executor
+        self._user: asyncio.Future[Any] | None = None
+        self._why: OutcomeKind | None = None
+
+    def interrupt(self, why: OutcomeKind) -> None:
+        """Stop waiting for the job's code (cancel its task; a thread runs on, ignored)."""
+        if self._why is None:
+            self._why = why
+        if self._user is not None and not self._user.done():
+            self._user.cancel()
+
+    async def run(
+        self,
+        cls: type[Job],
+        method: str,
+        ctx: JobContext,
+        token: CancellationToken,
+        timeout: timedelta | None,
+    ) -> Outcome:
+        job = cls()
+        fn: Callable[..., Any] = getattr(job, method)
+        loop = asyncio.get_running_loop()
+        if cls.is_async(method):
+            user: asyncio.Future[Any] = loop.create_task(_guard(fn, ctx))
+        else:
+            user = loop.run_in_executor(self._executor, fn, ctx)
+        self._user = user
+        timed_out = False
+        handle: TimerHandle | None = None
+        if timeout is not None:
+
+            def on_timeout() -> None:
+                nonlocal timed_out
+                if not user.done():
+                    timed_out = True
+                    user.cancel()
+
+            handle = self._clock.call_at(self._clock.now() + timeout, on_timeout)
+        if self._why is not None:  # interrupted before it began
+            user.cancel()
+        try:
+            await asyncio.wait([user])
+        finally:
+            if handle is not None:
+                handle.cancel()
+            self._user = None
+        if user.cancelled():
+            if timed_out:
+                return Outcome(
+                    "error",
+                    error_info(
+                        JobTimeoutError(ctx.job_id, timeout.total_seconds() if timeout else 0)
+                    ),
+                )
+            return Outcome(self._why or "cancelled")
+        exc = user.exception()
+        if exc is None:
+            return Outcome("ok")
+        if token.is_cancelled and isinstance(exc, (JobCancelledError, asyncio.CancelledError)):
+            return Outcome("cancelled")
+        return Outcome("error", error_info(exc))
+
+
+async def _guard(fn: Callable[..., Any], ctx: JobContext) -> Any:
+    try:
+        return await fn(ctx)
+    except (KeyboardInterrupt, SystemExit) as exc:
+        raise _JobRaisedBaseException(exc) from exc

@@ -1,0 +1,535 @@
+"""The job grain: the lifecycle of one job, fire → attempt → retry → compensate → record.
+
+It runs as turns on the event loop (see ``runtime.grain``), holds the job's
+:class:`~anu_jobs.grain.state.JobState`, and asks its host to write after every change;
+the runtime batches those writes. A *passive* grain (used by clients that hold a lease
+for a moment) applies control requests but never runs a job's code.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from anu_jobs._json import JSONError, check_json
+from anu_jobs._time import from_us, from_us_opt, to_us, to_us_opt
+from anu_jobs.clock import TimerHandle
+from anu_jobs.errors import InvalidParamsError, UnknownJobTypeError
+from anu_jobs.grain.attempt import AttemptRunner, Outcome, error_info
+from anu_jobs.grain.state import STATE_ERRORS, JobState, RunState, run_id_for
+from anu_jobs.grain.status import JobStage, RunStage
+from anu_jobs.model import CancellationToken, ErrorInfo, Job, JobContext, JobRegistry, load_params
+from anu_jobs.runtime.grain import GrainHost, GrainLogic, Snapshot
+from anu_jobs.storage.base import ControlMessage, StateEnvelope
+from anu_jobs.triggers import Manual, Once, plan_fires
+
+__all__ = ["GrainOptions", "JobGrain"]
+
+log = logging.getLogger("anu_jobs.grain")
+
+_ACTIVE_RUN = (RunStage.RUNNING, RunStage.COMPENSATING)
+
+#: how many times a run may be cut off by a lost silo before it is failed
+MAX_INTERRUPTIONS = 5
+
+
+@dataclass(frozen=True, slots=True)
+class GrainOptions:
+    """``cancel_grace``: how long a cancelled attempt may run on after its token trips
+    before its task is cancelled. ``executor``: where plain-``def`` jobs run."""
+
+    cancel_grace: timedelta = timedelta(seconds=5)
+    executor: Executor | None = None
+
+
+class _Hooks:
+    """``JobContext``'s progress and checkpoint calls, bound to one run."""
+
+    __slots__ = ("_grain", "_run")
+
+    def __init__(self, grain: JobGrain, run: RunState) -> None:
+        self._grain = grain
+        self._run = run
+
+    async def report_progress(self, fraction: float, message: str | None) -> None:
+        grain, run = self._grain, self._run
+        if grain.state is not None and grain.state.run is run:
+            run.progress = [fraction, message, to_us(grain.host.clock.now())]
+            grain.touch(run)
+            grain.host.save()
+
+    async def save_checkpoint(self, data: Any) -> None:
+        try:
+            check_json(data, "checkpoint")
+        except JSONError as exc:
+            raise InvalidParamsError(self._grain.job_type, str(exc)) from None
+        grain, run = self._grain, self._run
+        if grain.state is not None and grain.state.run is run:
+            run.checkpoint = data
+            await grain.host.save()
+
+
+class JobGrain(GrainLogic):
+    """One job's behaviour while activated."""
+
+    def __init__(
+        self,
+        host: GrainHost,
+        envelope: StateEnvelope,
+        registry: JobRegistry,
+        options: GrainOptions | None = None,
+        *,
+        passive: bool = False,
+    ) -> None:
+        self.host = host
+        self.job_id = envelope.job_id
+        self.job_type = envelope.job_type
+        self.options = options or GrainOptions()
+        self.passive = passive
+        self.cls: type[Job] | None = (
+            registry.get(envelope.job_type) if envelope.job_type in registry else None
+        )
+        self._raw = envelope.state
+        self._stage = envelope.stage
+        self.corrupt: str | None = None
+        self.state: JobState | None = None
+        try:
+            self.state = JobState.from_json(envelope.state)
+        except STATE_ERRORS as exc:
+            self.corrupt = f"{type(exc).__name__}: {exc}"
+            log.error(
+                "job %s is quarantined: its stored state cannot be read (%s)",
+                self.job_id,
+                self.corrupt,
+            )
+        self.deleted = False
+        self.alive = True
+        self._dirty: dict[str, RunState] = {}
+        self._finished: list[str] = []
+        self._task_run: RunState | None = None
+        self._runner: AttemptRunner | None = None
+        self._token: CancellationToken | None = None
+        self._cancel_reason: str | None = None
+        self._hard_cancel: TimerHandle | None = None
+
+    # -- GrainLogic --------------------------------------------------------------------
+
+    def on_activate(self, control: Sequence[ControlMessage]) -> None:
+        st = self.state
+        if st is None:
+            for msg in control:
+                if msg.body.get("op") == "delete":
+                    self.deleted = True
+            self.host.save()
+            return
+        run = st.run
+        if run is not None and run.stage in _ACTIVE_RUN and not self.passive:
+            self._recover(run)
+        for msg in control:
+            self._control(msg.body)
+        self._advance()
+        self.host.save()
+
+    def on_wake(self) -> None:
+        if self.state is None or self.deleted or self.passive:
+            return
+        self._advance()
+        self.host.save()
+
+    def on_control(self, body: dict[str, Any]) -> None:
+        if self.state is None:
+            if body.get("op") == "delete":
+                self.deleted = True
+                self.host.save()
+            return
+        self._control(body)
+        self._advance()
+        self.host.save()
+
+    def next_wake(self) -> datetime | None:
+        st = self.state
+        if st is None or self.deleted or self.passive:
+            return None
+        times: list[int] = []
+        run = st.run
+        if st.stage is JobStage.ACTIVE:
+            times.extend(n for n in st.next if n is not None)
+        if run is None:
+            times.extend(int(p[0]) for p in st.pending)
+        elif (
+            run.stage is RunStage.RETRYING
+            and run.next_attempt_at is not None
+            and self._task_run is None
+        ):
+            times.append(run.next_attempt_at)
+        return from_us(min(times)) if times else None
+
+    def is_busy(self) -> bool:
+        return self._task_run is not None
+
+    def snapshot(self) -> Snapshot:
+        finished, self._finished = tuple(self._finished), []
+        if self.deleted:
+            self._dirty.clear()
+            return Snapshot(stage=JobStage.CANCELLED.value, state=None, due_at=None)
+        st = self.state
+        if st is None:  # quarantined: keep what is stored, never wake it again
+            return Snapshot(stage=self._stage, state=self._raw, due_at=None)
+        st.updated_at = to_us(self.host.clock.now())
+        runs = tuple(r.to_record(self.job_id, self.job_type) for r in self._dirty.values())
+        self._dirty.clear()
+        return Snapshot(
+            stage=st.stage.value,
+            state=st.to_json(),
+            due_at=from_us_opt(st.due_us()),
+            runs=runs,
+            finished_runs=finished,
+        )
+
+    def on_lost(self, reason: str) -> None:
+        self.alive = False
+        if self._token is not None:
+            self._token.cancel(reason)
+        if self._runner is not None:
+            self._runner.interrupt("lost")
+        if self._hard_cancel is not None:
+            self._hard_cancel.cancel()
+
+    def on_shutdown(self) -> None:
+        if self._runner is not None:
+            self._runner.interrupt("interrupted")
+
+    # -- firing ----------------------------------------------------------------------
+
+    def _now(self) -> tuple[datetime, int]:
+        now = self.host.clock.now()
+        return now, to_us(now)
+
+    def _advance(self) -> None:
+        """Turn what is due into runs, and start the next one if nothing runs."""
+        st = self.state
+        assert st is not None
+        now, now_us = self._now()
+        if st.stage is JobStage.ACTIVE:
+            for i, trig in enumerate(st.triggers):
+                nxt = st.next[i]
+                if nxt is None or nxt > now_us:
+                    continue
+                plan = plan_fires(trig, from_us(nxt), now, st.misfire)
+                st.next[i] = to_us_opt(plan.next_fire)
+                if plan.skipped and plan.last_skipped is not None:
+                    self._skip(
+                        plan.last_skipped,
+                        trig.describe(),
+                        f"{plan.skipped} fire(s) missed while no silo ran the job "
+                        f"(misfire policy: {st.misfire.describe()})",
+                    )
+                self._queue_fires(trig.describe(), plan.run)
+        if st.run is None and st.pending and not self.passive:
+            st.pending.sort(key=lambda p: p[0])
+            if st.pending[0][0] <= now_us and st.stage is not JobStage.CANCELLED:
+                at, label, run_id = st.pending.pop(0)
+                run = RunState(run_id=run_id, scheduled_for=int(at), trigger=str(label))
+                run.move(RunStage.SCHEDULED, int(at))
+                st.run = run
+                self._start(run, "execute")
+        elif (
+            st.run is not None
+            and st.run.stage is RunStage.RETRYING
+            and self._task_run is None
+            and not self.passive
+            and st.run.next_attempt_at is not None
+            and st.run.next_attempt_at <= now_us
+        ):
+            self._start(st.run, "execute")
+        self._settle_stage()
+
+    def _queue_fires(self, label: str, fires: Sequence[datetime]) -> None:
+        """Queue fires to run, unless a run is in flight: then the overlap policy decides."""
+        st = self.state
+        assert st is not None
+        queued = any(p[1] != "manual" for p in st.pending)
+        if st.run is None and not queued:
+            st.pending.extend([to_us(at), label, run_id_for(self.job_id, at)] for at in fires)
+            return
+        keep = fires[-1] if st.overlap == "queue_one" and not queued and fires else None
+        for at in fires:
+            if at is keep:
+                st.pending.append([to_us(at), label, run_id_for(self.job_id, at)])
+            elif st.overlap == "skip":
+                self._skip(at, label, "the previous run was still running (overlap policy skip)")
+            else:
+                self._skip(at, label, "a run was already queued (overlap policy queue_one)")
+
+    def _settle_stage(self) -> None:
+        st = self.state
+        assert st is not None
+        if (
+            st.stage is JobStage.ACTIVE
+            and st.run is None
+            and not st.pending
+            and all(n is None for n in st.next)
+            and not any(isinstance(t, Manual) for t in st.triggers)
+        ):
+            st.stage = JobStage.FINISHED
+            st.reason = "no trigger will fire again"
+
+    def _skip(self, at: datetime, label: str, reason: str) -> None:
+        _, now_us = self._now()
+        run = RunState(run_id=run_id_for(self.job_id, at), scheduled_for=to_us(at), trigger=label)
+        run.move(RunStage.SCHEDULED, to_us(at))
+        run.move(RunStage.SKIPPED, now_us, reason)
+        self._finish(run)
+
+    def _finish(self, run: RunState) -> None:
+        st = self.state
+        assert st is not None
+        st.last_run = run.to_json()
+        st.last_run.pop("checkpoint", None)
+        if st.run is run:
+            st.run = None
+        self.touch(run)
+        self._finished.append(run.run_id)
+
+    def touch(self, run: RunState) -> None:
+        self._dirty[run.run_id] = run
+
+    # -- attempts --------------------------------------------------------------------
+
+    def _start(self, run: RunState, method: str) -> None:
+        """Start an attempt of ``execute`` (or the compensation) as a task of the activation."""
+        runner = AttemptRunner(self.host.clock, self.options.executor)
+        token = CancellationToken()
+        self._runner, self._token, self._task_run = runner, token, run
+        self._cancel_reason = None
+        self.host.spawn(self._attempt(run, method, runner, token), f"{self.job_id}:{method}")
+
+    async def _attempt(
+        self, run: RunState, method: str, runner: AttemptRunner, token: CancellationToken
+    ) -> None:
+        outcome: Outcome
+        async with self.host.run_slot():
+            if token.is_cancelled or not self.alive:
+                outcome = Outcome("cancelled" if self._cancel_reason else "lost")
+            else:
+                began: list[JobContext] = []
+                self.host.turn(lambda: began.append(self._begin(run, method, token)))
+                if not began:
+                    return
+                cls = self.cls
+                if cls is None:
+                    err = UnknownJobTypeError(self.job_type)
+                    outcome = Outcome("error", error_info(err))
+                else:
+                    outcome = await runner.run(cls, method, began[0], token, cls.timeout)
+        self.host.turn(lambda: self._attempt_done(run, method, outcome))
+
+    def _begin(self, run: RunState, method: str, token: CancellationToken) -> JobContext:
+        st = self.state
+        assert st is not None
+        now, now_us = self._now()
+        if method == "execute":
+            run.attempt += 1
+            if run.started_at is None:
+                run.started_at = now_us
+            run.next_attempt_at = None
+            run.silo_id = self.host.silo_id
+            run.move(RunStage.RUNNING, now_us, f"attempt {run.attempt} on silo {self.host.silo_id}")
+            self.touch(run)
+            self.host.save()
+        params: Any = st.params
+        if self.cls is not None:
+            try:
+                params = load_params(self.cls, st.params)
+            except InvalidParamsError:
+                params = st.params
+        return JobContext(
+            job_id=self.job_id,
+            job_type=self.job_type,
+            run_id=run.run_id,
+            attempt=run.attempt,
+            params=params,
+            trigger=run.trigger,
+            scheduled_for=from_us(run.scheduled_for),
+            started_at=now,
+            cancellation=token,
+            hooks=_Hooks(self, run),
+            checkpoint=run.checkpoint,
+            error=ErrorInfo.from_json(run.error)
+            if (method == "compensate" and run.error)
+            else None,
+        )
+
+    def _attempt_done(self, run: RunState, method: str, outcome: Outcome) -> None:
+        self._task_run = self._runner = self._token = None
+        if self._hard_cancel is not None:
+            self._hard_cancel.cancel()
+            self._hard_cancel = None
+        st = self.state
+        if (
+            st is None
+            or self.deleted
+            or not self.alive
+            or st.run is not run
+            or outcome.kind == "lost"
+        ):
+            return
+        _, now_us = self._now()
+        self.touch(run)
+        if self._cancel_reason is not None or outcome.kind == "cancelled":
+            run.move(RunStage.CANCELLED, now_us, self._cancel_reason or "cancelled")
+            self._finish(run)
+        elif outcome.kind == "interrupted":
+            # A shutdown is not the job's fault: no retry is spent, it runs again next start.
+            if method == "execute":
+                run.next_attempt_at = now_us
+                run.move(
+                    RunStage.RETRYING,
+                    now_us,
+                    "interrupted: the silo stopped; it runs again when a silo takes the job",
+                )
+        elif outcome.kind == "ok":
+            if method == "execute":
+                run.move(RunStage.COMPLETED, now_us)
+            else:
+                run.move(RunStage.COMPENSATED, now_us, "compensation completed")
+            self._finish(run)
+        elif method == "compensate":
+            assert outcome.error is not None
+            run.compensation_error = outcome.error.to_json()
+            run.move(
+                RunStage.FAILED,
+                now_us,
+                f"compensation failed: {outcome.error.type}: {outcome.error.message}",
+            )
+            self._finish(run)
+        else:
+            assert outcome.error is not None
+            self._failed(run, outcome.error, now_us)
+        self._advance()
+        self.host.save()
+
+    def _failed(self, run: RunState, error: ErrorInfo, now_us: int) -> None:
+        run.failures += 1
+        run.error = error.to_json()
+        cls = self.cls
+        policy = cls.retry if cls is not None else None
+        what = f"attempt {run.attempt} failed: {error.type}: {error.message}"
+        if policy is not None and run.failures <= policy.max_retries:
+            delay = policy.delay(run.failures)
+            run.next_attempt_at = now_us + int(delay.total_seconds() * 1_000_000)
+            run.move(
+                RunStage.RETRYING,
+                now_us,
+                f"{what}; retry {run.failures} of {policy.max_retries} "
+                f"in {delay.total_seconds():g}s",
+            )
+        elif cls is not None and cls.has_compensation():
+            run.move(RunStage.COMPENSATING, now_us, f"{what}; retries spent, compensating")
+            self._start(run, "compensate")
+        else:
+            run.move(RunStage.FAILED, now_us, f"{what}; retries spent" if policy else what)
+            self._finish(run)
+
+    def _recover(self, run: RunState) -> None:
+        """The previous activation died with this run in flight: try it again."""
+        _, now_us = self._now()
+        self.touch(run)
+        if run.stage is RunStage.COMPENSATING:
+            run.move(
+                RunStage.COMPENSATING,
+                now_us,
+                "compensation cut off by a lost silo; compensating again",
+            )
+            self._start(run, "compensate")
+            return
+        run.interruptions += 1
+        err = ErrorInfo(
+            "AttemptInterrupted", "the silo running this attempt stopped before it finished"
+        )
+        run.error = err.to_json()
+        what = f"attempt {run.attempt} cut off: {err.type}: {err.message}"
+        if run.interruptions > MAX_INTERRUPTIONS:
+            # A job that takes its silo down with it must not do so forever.
+            run.move(
+                RunStage.FAILED, now_us, f"{what}; cut off {run.interruptions} times, giving up"
+            )
+            self._finish(run)
+            return
+        # Not the job's fault: no retry is spent, and it runs again at once.
+        run.next_attempt_at = now_us
+        run.move(RunStage.RETRYING, now_us, f"{what}; running it again")
+
+    # -- control ---------------------------------------------------------------------
+
+    def _control(self, body: dict[str, Any]) -> None:
+        st = self.state
+        assert st is not None
+        op = body.get("op")
+        now, now_us = self._now()
+        reason = body.get("reason")
+        if op == "cancel":
+            st.stage = JobStage.CANCELLED
+            st.reason = reason or "cancelled"
+            st.pending.clear()
+            st.next = [None] * len(st.triggers)
+            self._cancel_run(st.reason)
+        elif op == "delete":
+            self.deleted = True
+            self._cancel_run("the job was deleted")
+        elif op == "pause":
+            if st.stage is JobStage.ACTIVE:
+                st.stage, st.reason = JobStage.PAUSED, reason
+        elif op == "resume":
+            if st.stage is JobStage.PAUSED:
+                st.stage, st.reason = JobStage.ACTIVE, None
+                for i, trig in enumerate(st.triggers):
+                    nxt = st.next[i]
+                    if nxt is not None and nxt <= now_us and not isinstance(trig, Once):
+                        st.next[i] = to_us_opt(trig.next_fire(now))
+        elif op == "trigger":
+            run_id = str(body["run_id"])
+            known = {p[2] for p in st.pending}
+            if st.run is not None:
+                known.add(st.run.run_id)
+            if st.last_run is not None:
+                known.add(st.last_run["run_id"])
+            if run_id not in known and st.stage is not JobStage.CANCELLED:
+                st.pending.append([int(body["at"]), "manual", run_id])
+                if st.stage is JobStage.FINISHED:
+                    st.stage, st.reason = JobStage.ACTIVE, None
+        elif op == "replace":
+            new = JobState.from_json(body["state"])
+            st.params, st.triggers, st.next = new.params, new.triggers, new.next
+            st.misfire, st.overlap, st.source = new.misfire, new.overlap, new.source
+            st.stage, st.reason = JobStage.ACTIVE, None
+            st.pending = [p for p in st.pending if p[1] == "manual"]
+            self._settle_stage()
+        else:
+            log.warning("job %s: ignoring an unknown control request %r", self.job_id, op)
+
+    def _cancel_run(self, reason: str) -> None:
+        st = self.state
+        assert st is not None
+        run = st.run
+        if run is None:
+            return
+        if self._task_run is run and self._token is not None:
+            self._cancel_reason = reason
+            self._token.cancel(reason)
+            grace = self.options.cancel_grace
+            runner = self._runner
+
+            def hard_cancel() -> None:
+                if runner is not None:
+                    runner.interrupt("cancelled")
+
+            self._hard_cancel = self.host.clock.call_at(self.host.clock.now() + grace, hard_cancel)
+            return
+        _, now_us = self._now()
+        run.move(RunStage.CANCELLED, now_us, reason)
+        self._finish(run)

@@ -1,0 +1,398 @@
+"""The silo's grain runtime: membership, claims, activations, leases, notices."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from anu_jobs.clock import Clock
+from anu_jobs.runtime.activation import Activation
+from anu_jobs.runtime.grain import GrainFactory
+from anu_jobs.runtime.writer import WriteBatcher
+from anu_jobs.storage.base import (
+    ControlMessage,
+    LeaseToken,
+    Notice,
+    SiloInfo,
+    StateEnvelope,
+    Storage,
+)
+
+__all__ = ["RuntimeOptions", "SiloRuntime"]
+
+log = logging.getLogger("anu_jobs.runtime")
+
+
+@dataclass(frozen=True, slots=True)
+class RuntimeOptions:
+    """Tuning of a silo's runtime; the defaults suit most deployments.
+
+    - ``max_concurrency``: attempts running at once in this silo.
+    - ``claim_batch``: most jobs claimed per transaction.
+    - ``lookahead``: fires due this soon are claimed ahead, then started on the dot.
+    - ``keepalive``: an activation whose next fire is this near stays activated
+      (timers in memory, no claim round trip); further ones are released.
+    - ``lease_ttl``: how long a lease lasts unless renewed (renewed every third of it).
+    - ``heartbeat``: how often the silo reports itself alive; ``dead_after`` missed
+      heartbeats for this long and other silos declare it dead and take its jobs.
+    - ``poll_interval``: the slow fallback poll for work that no notice announced.
+    """
+
+    max_concurrency: int = 100
+    claim_batch: int = 500
+    lookahead: timedelta = timedelta(milliseconds=500)
+    keepalive: timedelta = timedelta(seconds=15)
+    lease_ttl: timedelta = timedelta(seconds=10)
+    heartbeat: timedelta = timedelta(seconds=1)
+    dead_after: timedelta = timedelta(seconds=5)
+    poll_interval: timedelta = timedelta(seconds=1)
+    maintenance_interval: timedelta = timedelta(seconds=60)
+
+
+class _Slots:
+    """The silo's concurrency limit as an async context manager."""
+
+    def __init__(self, n: int) -> None:
+        self._sem = asyncio.Semaphore(n)
+
+    async def __aenter__(self) -> None:
+        await self._sem.acquire()
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._sem.release()
+
+
+class SiloRuntime:
+    """Hosts grain activations for one silo process.
+
+    The claim loop takes due jobs' leases in batches and activates them; activations
+    keep their grain's timers in memory while their next fire is near; the write batcher
+    group-commits their state; leases are renewed in batches; notices from the store
+    wake the claim loop and deliver control messages; a slow poll covers lost notices.
+    """
+
+    def __init__(
+        self,
+        storage: Storage,
+        clock: Clock,
+        factory: GrainFactory,
+        options: RuntimeOptions | None = None,
+        maintenance: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        self.storage = storage
+        self.clock = clock
+        self.options = options or RuntimeOptions()
+        self.silo_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self._factory = factory
+        self._maintenance = maintenance
+        self.activations: dict[str, Activation] = {}
+        self._busy: set[str] = set()
+        self.writer = WriteBatcher(storage)
+        self.slots = _Slots(self.options.max_concurrency)
+        self._wake = asyncio.Event()
+        self._capacity = asyncio.Event()
+        self._drained = asyncio.Event()
+        self._claiming = False
+        self._running = False
+        self._tasks: list[asyncio.Task[None]] = []
+        self._remove_listener: Callable[[], None] | None = None
+        self._run_watchers: list[Callable[[str, Sequence[str]], None]] = []
+        self.fatal: BaseException | None = None
+        self.claimed = 0
+
+    # -- lifecycle --------------------------------------------------------------------
+
+    async def start(self) -> None:
+        now = self.clock.now()
+        await self.storage.register_silo(
+            SiloInfo(self.silo_id, socket.gethostname(), os.getpid(), now, now)
+        )
+        self._running = True
+        self._claiming = True
+        self._remove_listener = self.storage.add_listener(self._on_notice)
+        self.writer.start()
+        loop = asyncio.get_running_loop()
+        for coro, name in (
+            (self._claim_loop(), "claim"),
+            (self._membership_loop(), "membership"),
+            (self._renew_loop(), "renew"),
+            (self._control_loop(), "control"),
+            (self._maintenance_loop(), "maintenance"),
+        ):
+            self._tasks.append(loop.create_task(coro, name=f"anu-jobs-{name}"))
+        log.info("silo %s started on %s", self.silo_id, self.storage.url)
+
+    async def stop(self, drain_timeout: float = 30.0) -> None:
+        """Stop claiming, let running attempts finish for up to ``drain_timeout`` seconds,
+        interrupt the rest (they are retried by the next silo), write everything and
+        hand every lease back."""
+        if not self._running:
+            return
+        self._claiming = False
+        self._wake.set()
+        try:
+            await self.storage.set_silo_status(self.silo_id, "stopping", self.clock.now())
+        except Exception as exc:
+            log.warning("could not mark the silo stopping: %s", exc)
+        if self._busy:
+            self._drained.clear()
+            try:
+                await asyncio.wait_for(self._drained.wait(), drain_timeout)
+            except TimeoutError:
+                log.warning(
+                    "%d attempts still running after the drain timeout; interrupting them",
+                    len(self._busy),
+                )
+        for act in list(self.activations.values()):
+            act.turn(act.logic.on_shutdown)
+        pending = [t for act in self.activations.values() for t in act.tasks]
+        if pending:
+            await asyncio.wait(pending, timeout=5.0)
+        for act in list(self.activations.values()):
+            if act.alive:
+                act.releasing = True
+                act.save()
+        await self.writer.stop()
+        self._running = False
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+        if self._remove_listener is not None:
+            self._remove_listener()
+        try:
+            await self.storage.set_silo_status(self.silo_id, "stopped", self.clock.now())
+        except Exception as exc:
+            log.warning("could not mark the silo stopped: %s", exc)
+        log.info("silo %s stopped", self.silo_id)
+
+    # -- activations ------------------------------------------------------------------
+
+    def hold_until(self) -> datetime:
+        """Activations whose next wake-up is after this are released."""
+        return self.clock.now() + self.options.keepalive
+
+    def activate(
+        self, lease: LeaseToken, envelope: StateEnvelope, control: Sequence[ControlMessage]
+    ) -> Activation:
+        act = Activation(self, lease, envelope, self._factory)
+        self.activations[envelope.job_id] = act
+        act.activate(control)
+        return act
+
+    def note_busy(self, act: Activation, busy: bool) -> None:
+        if busy:
+            self._busy.add(act.job_id)
+        elif act.job_id in self._busy:
+            self._busy.discard(act.job_id)
+            self._capacity.set()
+            if not self._busy:
+                self._drained.set()
+
+    def deactivated(self, act: Activation) -> None:
+        if self.activations.get(act.job_id) is act:
+            del self.activations[act.job_id]
+        if act.job_id in self._busy:
+            self._busy.discard(act.job_id)
+            self._capacity.set()
+            if not self._busy:
+                self._drained.set()
+
+    def watch_runs(self, watcher: Callable[[str, Sequence[str]], None]) -> Callable[[], None]:
+        self._run_watchers.append(watcher)
+        return lambda: self._run_watchers.remove(watcher)
+
+    def runs_finished(self, job_id: str, run_ids: Sequence[str]) -> None:
+        for watcher in list(self._run_watchers):
+            watcher(job_id, run_ids)
+        self._notify_later(Notice("run", job_id))
+
+    _outbox: list[Notice] | None = None
+
+    def _notify_later(self, notice: Notice) -> None:
+        # One notify call per loop iteration, however many runs ended in it.
+        if self._outbox is None:
+            self._outbox = []
+            asyncio.get_running_loop().call_soon(self._flush_notices)
+        self._outbox.append(notice)
+
+    def _flush_notices(self) -> None:
+        notices, self._outbox = self._outbox or [], None
+        if notices:
+            task = asyncio.get_running_loop().create_task(self._safe_notify(notices))
+            self._tasks.append(task)
+            task.add_done_callback(lambda t: self._tasks.remove(t) if t in self._tasks else None)
+
+    async def _safe_notify(self, notices: list[Notice]) -> None:
+        try:
+            await self.storage.notify(notices)
+        except Exception as exc:
+            log.debug("notify failed: %s", exc)
+
+    # -- notices ----------------------------------------------------------------------
+
+    def _on_notice(self, notice: Notice) -> None:
+        if notice.kind == "due":
+            horizon = self.clock.now() + self.options.lookahead
+            if notice.due_at is None or notice.due_at <= horizon:
+                self._wake.set()
+            else:
+                self._wake_at(notice.due_at - self.options.lookahead)
+        elif notice.kind == "control":
+            if notice.job_id is not None and notice.job_id in self.activations:
+                self._control_poke.set()
+            else:
+                self._wake.set()
+        elif notice.kind == "run" and notice.job_id is not None:
+            for watcher in list(self._run_watchers):
+                watcher(notice.job_id, ())
+
+    _next_wake: datetime | None = None
+
+    def _wake_at(self, at: datetime) -> None:
+        if self._next_wake is None or at < self._next_wake:
+            self._next_wake = at
+            self._wake.set()  # the claim loop re-plans its sleep
+
+    # -- loops ------------------------------------------------------------------------
+
+    async def _claim_loop(self) -> None:
+        opts = self.options
+        backoff = 0.05
+        while self._claiming:
+            try:
+                now = self.clock.now()
+                room = 2 * opts.max_concurrency - len(self._busy)
+                limit = min(opts.claim_batch, room)
+                if limit <= 0:
+                    self._capacity.clear()
+                    await self._wait(self._capacity, None)
+                    continue
+                claims = await self.storage.claim_due(
+                    self.silo_id, now, now + opts.lookahead, limit, now + opts.lease_ttl
+                )
+                backoff = 0.05
+                for claim in claims:
+                    if not self._claiming:
+                        break
+                    self.claimed += 1
+                    try:
+                        self.activate(claim.lease, claim.envelope, claim.control)
+                    except Exception:
+                        log.exception("job %s: activation failed", claim.lease.job_id)
+                if len(claims) >= limit:
+                    await asyncio.sleep(0)
+                    continue
+                nxt = await self.storage.next_due(self.clock.now())
+                deadline = self.clock.now() + opts.poll_interval
+                if nxt is not None:
+                    deadline = min(deadline, nxt - opts.lookahead)
+                if self._next_wake is not None:
+                    deadline = min(deadline, self._next_wake)
+                    self._next_wake = None
+                await self._wait(self._wake, deadline)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("claiming failed, retrying in %.2fs: %s", backoff, exc)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+
+    async def _wait(self, event: asyncio.Event, deadline: datetime | None) -> None:
+        """Wait for ``event`` or, if given, this clock's ``deadline``; clear the event."""
+        if event.is_set():
+            event.clear()
+            return
+        handle = self.clock.call_at(deadline, event.set) if deadline is not None else None
+        try:
+            await event.wait()
+        finally:
+            event.clear()
+            if handle is not None:
+                handle.cancel()
+
+    async def _membership_loop(self) -> None:
+        opts = self.options
+        while self._running:
+            try:
+                now = self.clock.now()
+                if not await self.storage.heartbeat(self.silo_id, now):
+                    log.error(
+                        "silo %s was declared dead by the cluster; dropping all activations",
+                        self.silo_id,
+                    )
+                    self._claiming = False
+                    for act in list(self.activations.values()):
+                        act.lose("this silo was declared dead")
+                    self._wake.set()
+                    return
+                dead = await self.storage.declare_dead(now, now - opts.dead_after)
+                if dead:
+                    log.warning("declared dead: %s", ", ".join(dead))
+                    self._wake.set()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("heartbeat failed: %s", exc)
+            await self.clock.sleep(opts.heartbeat.total_seconds())
+
+    async def _renew_loop(self) -> None:
+        opts = self.options
+        every = opts.lease_ttl.total_seconds() / 3
+        while self._running:
+            await self.clock.sleep(every)
+            acts = [a for a in self.activations.values() if a.alive]
+            if not acts:
+                continue
+            try:
+                lost = await self.storage.renew_leases(
+                    [a.lease for a in acts], self.clock.now() + opts.lease_ttl
+                )
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("lease renewal failed: %s", exc)
+                continue
+            for token in lost:
+                act = self.activations.get(token.job_id)
+                if act is not None and act.lease == token:
+                    log.warning("job %s: lease lost to another silo", token.job_id)
+                    act.lose("the lease was taken over by another silo")
+
+    _control_poke: asyncio.Event
+
+    async def _control_loop(self) -> None:
+        self._control_poke = asyncio.Event()
+        while self._running:
+            await self._wait(self._control_poke, self.clock.now() + self.options.poll_interval)
+            if not self.activations:
+                continue
+            try:
+                msgs = await self.storage.pending_control(self.silo_id)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("reading control messages failed: %s", exc)
+                continue
+            for msg in msgs:
+                act = self.activations.get(msg.job_id)
+                if act is not None and act.alive:
+                    act.deliver(msg)
+
+    async def _maintenance_loop(self) -> None:
+        while self._running:
+            await self.clock.sleep(self.options.maintenance_interval.total_seconds())
+            if self._maintenance is None:
+                continue
+            try:
+                await self._maintenance()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("maintenance failed: %s", exc)

@@ -1,0 +1,210 @@
+"""What the providers share, so that they cannot drift apart: how times, etags and rows
+are encoded, the lease and retention rules as data, and in-process notice fan-out."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import secrets
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, cast
+
+from anu_jobs import _json
+from anu_jobs._time import from_us, from_us_opt, to_us, to_us_opt
+from anu_jobs.storage.base import (
+    ControlMessage,
+    Notice,
+    NoticeListener,
+    RunRecord,
+    SiloInfo,
+    SiloStatus,
+    StateEnvelope,
+)
+
+__all__ = [
+    "FREEING_STATUSES",
+    "MAX_US",
+    "TERMINAL_RUN_STAGES",
+    "ControlRow",
+    "JobRow",
+    "NoticeHub",
+    "RunRow",
+    "SiloRow",
+    "control_from_row",
+    "envelope_from_row",
+    "from_us",
+    "id_matches",
+    "new_etag",
+    "run_from_row",
+    "run_to_row",
+    "silo_from_row",
+    "silo_to_row",
+    "to_us",
+]
+
+log = logging.getLogger("anu_jobs.storage")
+
+#: later than any time a store holds; stands in for "no bound"
+MAX_US = 2**63 - 1
+
+#: a lease whose holder has one of these statuses is free, whatever its expiry
+FREEING_STATUSES: tuple[SiloStatus, ...] = ("dead", "stopped")
+#: run stages that :meth:`Storage.prune_runs` may delete
+TERMINAL_RUN_STAGES = frozenset({"completed", "failed", "compensated", "cancelled", "skipped"})
+
+# Rows as both providers hold them (the SQL column order); objects are built from rows
+# by the functions below only, so both providers return byte-for-byte the same values.
+JobRow = tuple[str, str, str, str, int]  # job_id, job_type, stage, state JSON, etag
+ControlRow = tuple[int, str, str, int]  # msg_id, job_id, body JSON, posted_us
+RunRow = tuple[str, str, str, str, int, int, int | None, int | None, str | None, str]
+SiloRow = tuple[str, str, int, int, int, str, int]
+
+
+def new_etag(previous: int | None = None) -> int:
+    """A random 62-bit etag, never equal to ``previous`` (so a write always changes it)."""
+    while True:
+        etag = secrets.randbits(62)
+        if etag != previous:
+            return etag
+
+
+def id_matches(job_id: str, text: str) -> bool:
+    """:attr:`JobQuery.text`: a case-insensitive substring of the job id.
+
+    SQLite's LIKE folds ASCII only, so the SQLite provider registers this very function
+    with its connection: unicode ids match the same way in every provider.
+    """
+    return text.lower() in job_id.lower()
+
+
+def envelope_from_row(row: Sequence[Any]) -> StateEnvelope:
+    job_id, job_type, stage, state, etag = row
+    return StateEnvelope(job_id, job_type, stage, cast(dict[str, Any], _json.loads(state)), etag)
+
+
+def control_from_row(row: Sequence[Any]) -> ControlMessage:
+    msg_id, job_id, body, posted_us = row
+    return ControlMessage(
+        msg_id, job_id, cast(dict[str, Any], _json.loads(body)), from_us(posted_us)
+    )
+
+
+def run_to_row(run: RunRecord) -> RunRow:
+    return (
+        run.run_id,
+        run.job_id,
+        run.job_type,
+        run.stage,
+        run.attempt,
+        to_us(run.scheduled_for),
+        to_us_opt(run.started_at),
+        to_us_opt(run.finished_at),
+        run.silo_id,
+        _json.dumps(run.data),
+    )
+
+
+def run_from_row(row: Sequence[Any]) -> RunRecord:
+    run_id, job_id, job_type, stage, attempt, sched, started, finished, silo_id, data = row
+    return RunRecord(
+        run_id=run_id,
+        job_id=job_id,
+        job_type=job_type,
+        stage=stage,
+        attempt=attempt,
+        scheduled_for=from_us(sched),
+        started_at=from_us_opt(started),
+        finished_at=from_us_opt(finished),
+        silo_id=silo_id,
+        data=cast(dict[str, Any], _json.loads(data)),
+    )
+
+
+def silo_to_row(info: SiloInfo) -> SiloRow:
+    # A registered silo starts active, whatever status the caller's object carried.
+    return (
+        info.silo_id,
+        info.host,
+        info.pid,
+        to_us(info.started_at),
+        to_us(info.heartbeat_at),
+        "active",
+        info.generation,
+    )
+
+
+def silo_from_row(row: Sequence[Any]) -> SiloInfo:
+    silo_id, host, pid, started, heartbeat, status, generation = row
+    return SiloInfo(
+        silo_id,
+        host,
+        pid,
+        from_us(started),
+        from_us(heartbeat),
+        cast(SiloStatus, status),
+        generation,
+    )
+
+
+class NoticeHub:
+    """The listeners of one store in this process.
+
+    Each listener is called on the event loop that was running when it was added
+    (directly when the publisher runs on that loop, else through
+    ``call_soon_threadsafe``), or directly when none was running. Thread-safe.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._ids = itertools.count()
+        self._entries: dict[int, tuple[NoticeListener, asyncio.AbstractEventLoop | None]] = {}
+
+    def add(self, listener: NoticeListener) -> Callable[[], None]:
+        try:
+            loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        key = next(self._ids)
+        with self._lock:
+            self._entries[key] = (listener, loop)
+
+        def remove() -> None:
+            with self._lock:
+                self._entries.pop(key, None)
+
+        return remove
+
+    def publish(self, notices: Iterable[Notice]) -> None:
+        batch = tuple(notices)
+        with self._lock:
+            entries = list(self._entries.items())
+        if not batch or not entries:
+            return
+        try:
+            current: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            current = None
+        for key, (listener, loop) in entries:
+            if loop is None or loop is current:
+                _deliver(listener, batch)
+            elif loop.is_closed():
+                # Its owner went away without removing it: forget it rather than leak.
+                with self._lock:
+                    self._entries.pop(key, None)
+            else:
+                try:
+                    loop.call_soon_threadsafe(_deliver, listener, batch)
+                except RuntimeError:  # closed between the check and the call
+                    with self._lock:
+                        self._entries.pop(key, None)
+
+
+def _deliver(listener: NoticeListener, notices: tuple[Notice, ...]) -> None:
+    for notice in notices:
+        try:
+            listener(notice)
+        except Exception:
+            # Listeners must not raise; one that does must not stop the others or the writer.
+            log.exception("a storage notice listener raised on %r", notice)

@@ -1,0 +1,375 @@
+"""The SQLite provider's transactions, one function per contract method.
+
+Each runs in the provider's writer thread on its one connection, inside the
+transaction that :func:`run` opens; none may await or touch the event loop. Rows
+become objects through ``anu_jobs.storage._common``, as in the memory provider.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Any, TypeVar, cast
+
+from anu_jobs import _json
+from anu_jobs.errors import (
+    DuplicateJobError,
+    EtagConflictError,
+    JobNotFoundError,
+    LeaseLostError,
+    StorageError,
+)
+from anu_jobs.storage._common import (
+    TERMINAL_RUN_STAGES,
+    RunRow,
+    SiloRow,
+    control_from_row,
+    envelope_from_row,
+    from_us,
+    new_etag,
+    run_from_row,
+    run_to_row,
+    silo_from_row,
+    to_us,
+)
+from anu_jobs.storage.base import (
+    Claim,
+    ControlMessage,
+    GrainWrite,
+    JobQuery,
+    LeaseToken,
+    RunRecord,
+    SiloInfo,
+    StateEnvelope,
+    WriteResult,
+)
+from anu_jobs.storage.sqlite._sql import QUERIES as Q
+
+R = TypeVar("R")
+Conn = sqlite3.Connection
+_TERMINAL = _json.dumps(sorted(TERMINAL_RUN_STAGES))
+_DELETE_JOB = (
+    "delete_job",
+    "delete_job_reminder",
+    "delete_job_lease",
+    "delete_job_control",
+    "delete_job_runs",
+)
+
+
+def run(conn: Conn, write: bool, fn: Callable[[], R]) -> R:
+    """Run ``fn`` in one transaction: ``BEGIN IMMEDIATE`` for writes, so the write lock
+    is taken up front (no deadlock upgrading a read lock); a deferred ``BEGIN`` for
+    reads, so that a read of several statements sees one snapshot."""
+    conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+    try:
+        result = fn()
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return result
+
+
+def _ids(values: Sequence[Any]) -> tuple[str]:
+    return (_json.dumps(list(values)),)
+
+
+# -- grain state -----------------------------------------------------------------------
+
+
+def insert_job(
+    conn: Conn, job_id: str, job_type: str, stage: str, state: str, due_us: int | None
+) -> int:
+    etag = new_etag()
+    try:
+        conn.execute(Q["insert_job"], (job_id, job_type, stage, state, etag))
+    except sqlite3.IntegrityError:
+        raise DuplicateJobError(job_id) from None
+    if due_us is not None:
+        conn.execute(Q["set_reminder"], (job_id, due_us))
+    return etag
+
+
+def insert_jobs(conn: Conn, rows: Sequence[tuple[str, str, str, str, int | None]]) -> None:
+    ids = [r[0] for r in rows]
+    seen: set[str] = set()
+    for job_id in ids:
+        if job_id in seen:
+            raise DuplicateJobError(job_id)
+        seen.add(job_id)
+    existing = {row[0] for row in conn.execute(Q["existing_ids"], _ids(ids))}
+    if existing:  # name the first one in the caller's order
+        raise DuplicateJobError(next(i for i in ids if i in existing))
+    conn.executemany(Q["insert_job"], [(j, t, s, st, new_etag()) for j, t, s, st, _ in rows])
+    conn.executemany(Q["set_reminder"], [(r[0], r[4]) for r in rows if r[4] is not None])
+
+
+def read_state(conn: Conn, job_id: str) -> StateEnvelope | None:
+    row = conn.execute(Q["read_state"], (job_id,)).fetchone()
+    return None if row is None else envelope_from_row(row)
+
+
+def read_due_at(conn: Conn, job_ids: Sequence[str]) -> dict[str, datetime]:
+    return {j: from_us(d) for j, d in conn.execute(Q["read_due_at"], _ids(job_ids))}
+
+
+def _where(query: JobQuery, paged: bool) -> tuple[str, list[Any]]:
+    # Built from fixed fragments only; every value is a parameter.
+    clauses, params = [], []
+    for clause, value in (
+        ("stage = ?", query.stage),
+        ("job_type = ?", query.job_type),
+        ("anu_id_matches(job_id, ?)", query.text),
+        ("job_id > ?", query.after if paged else None),
+    ):
+        if value is not None:
+            clauses.append(clause)
+            params.append(value)
+    return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
+
+
+def list_jobs(conn: Conn, query: JobQuery) -> list[StateEnvelope]:
+    if query.limit <= 0:
+        return []
+    where, params = _where(query, paged=True)
+    sql = f"SELECT job_id, job_type, stage, state, etag FROM jobs{where} ORDER BY job_id LIMIT ?"
+    return [envelope_from_row(r) for r in conn.execute(sql, (*params, query.limit))]
+
+
+def count_jobs(conn: Conn, query: JobQuery) -> int:
+    where, params = _where(query, paged=False)
+    count: int = conn.execute(f"SELECT count(*) FROM jobs{where}", params).fetchone()[0]
+    return count
+
+
+def stage_counts(conn: Conn) -> dict[str, int]:
+    return dict(conn.execute(Q["stage_counts"]).fetchall())
+
+
+# -- leases and reminders -------------------------------------------------------------
+
+
+def _mail_of(conn: Conn, job_ids: Sequence[str]) -> dict[str, list[ControlMessage]]:
+    mail: dict[str, list[ControlMessage]] = {}
+    if job_ids:
+        for row in conn.execute(Q["control_of_jobs"], _ids(job_ids)):
+            mail.setdefault(row[1], []).append(control_from_row(row))
+    return mail
+
+
+def claim_due(
+    conn: Conn, silo_id: str, now_us: int, until_us: int, limit: int, expires_us: int
+) -> list[Claim]:
+    if limit <= 0:
+        return []
+    rows = conn.execute(
+        Q["claim_due"], {"now": now_us, "until": until_us, "limit": limit}
+    ).fetchall()
+    if not rows:
+        return []
+    conn.executemany(Q["take_lease"], [(r[0], silo_id, (r[6] or 0) + 1, expires_us) for r in rows])
+    mail = _mail_of(conn, [r[0] for r in rows if r[7]])
+    return [
+        Claim(
+            lease=LeaseToken(r[0], silo_id, (r[6] or 0) + 1),
+            envelope=envelope_from_row(r[:5]),
+            due_at=None if r[5] is None else from_us(r[5]),
+            control=tuple(mail.get(r[0], ())),
+        )
+        for r in rows
+    ]
+
+
+def acquire_lease(
+    conn: Conn, job_id: str, silo_id: str, now_us: int, expires_us: int
+) -> tuple[LeaseToken, StateEnvelope, tuple[ControlMessage, ...]] | None:
+    row = conn.execute(Q["acquire_lease"], {"job_id": job_id, "now": now_us}).fetchone()
+    if row is None:
+        raise JobNotFoundError(job_id)
+    if not row[6]:
+        return None
+    epoch = (row[5] or 0) + 1
+    conn.execute(Q["take_lease"], (job_id, silo_id, epoch, expires_us))
+    mail = _mail_of(conn, [job_id])
+    return (
+        LeaseToken(job_id, silo_id, epoch),
+        envelope_from_row(row[:5]),
+        tuple(mail.get(job_id, ())),
+    )
+
+
+def renew_leases(conn: Conn, tokens: Sequence[LeaseToken], expires_us: int) -> list[LeaseToken]:
+    # One statement per token: its row count says whether that token still held.
+    sql = Q["renew_lease"]
+    return [
+        t
+        for t in tokens
+        if conn.execute(sql, (expires_us, t.job_id, t.silo_id, t.epoch)).rowcount == 0
+    ]
+
+
+def release_leases(conn: Conn, tokens: Sequence[LeaseToken]) -> None:
+    conn.executemany(Q["release_lease"], [(t.job_id, t.silo_id, t.epoch) for t in tokens])
+
+
+def lease_holder(conn: Conn, job_id: str, now_us: int) -> LeaseToken | None:
+    row = conn.execute(Q["lease_holder"], {"job_id": job_id, "now": now_us}).fetchone()
+    return None if row is None else LeaseToken(job_id, row[0], row[1])
+
+
+def next_due(conn: Conn, now_us: int) -> int | None:
+    row = conn.execute(Q["next_due_reminder"], {"now": now_us}).fetchone()
+    best: int | None = None if row is None else row[0]
+    if conn.execute(Q["next_due_mail"], {"now": now_us}).fetchone() is not None:
+        best = now_us if best is None else min(best, now_us)
+    return best
+
+
+# -- the write path -----------------------------------------------------------------
+
+
+def commit(conn: Conn, writes: Sequence[GrainWrite]) -> list[WriteResult]:
+    """Check every write against one read of the batch's etags and leases, decide in
+    Python (in order, so two writes to one job see each other), then apply what passed
+    with one ``executemany`` per statement."""
+    prepared = [
+        (
+            w,
+            None if w.state is None else _json.dumps(w.state),
+            None if w.due_at is None else to_us(w.due_at),
+            [run_to_row(r) for r in w.runs],
+        )
+        for w in writes
+    ]
+    # job_id -> [etag, lease holder, lease epoch]; a job missing here is gone
+    current: dict[str, list[Any]] = {
+        r[0]: [r[1], r[2], r[3]]
+        for r in conn.execute(Q["commit_check"], _ids(list({w.lease.job_id for w in writes})))
+    }
+    updates: dict[str, tuple[str, str, str, int, str]] = {}
+    reminders: dict[str, int | None] = {}
+    runs: dict[str, RunRow] = {}
+    acks: list[tuple[int, str]] = []
+    releases: list[tuple[str]] = []
+    deletes: list[tuple[str]] = []
+    results = []
+    for w, text, due_us, run_rows in prepared:
+        job_id, token = w.lease.job_id, w.lease
+        cur = current.get(job_id)
+        error: EtagConflictError | LeaseLostError
+        if cur is None:
+            error = EtagConflictError(job_id, w.expected_etag, None)
+        elif cur[1] != token.silo_id or cur[2] != token.epoch:
+            error = LeaseLostError(job_id, token.silo_id, token.epoch)
+        elif cur[0] != w.expected_etag:
+            error = EtagConflictError(job_id, w.expected_etag, cur[0])
+        elif text is None:
+            del current[job_id]
+            deletes.append((job_id,))
+            results.append(WriteResult(job_id, None))
+            continue
+        else:
+            cur[0] = etag = new_etag(cur[0])
+            updates[job_id] = (w.job_type, w.stage, text, etag, job_id)
+            reminders[job_id] = due_us
+            runs.update((r[0], r) for r in run_rows)
+            acks.extend((m, job_id) for m in w.ack_control)
+            if w.release:
+                cur[1] = None
+                releases.append((job_id,))
+            results.append(WriteResult(job_id, etag))
+            continue
+        results.append(WriteResult(job_id, None, error))
+    conn.executemany(Q["update_job"], updates.values())
+    conn.executemany(Q["set_reminder"], [(j, d) for j, d in reminders.items() if d is not None])
+    conn.executemany(Q["delete_reminder"], [(j,) for j, d in reminders.items() if d is None])
+    conn.executemany(Q["upsert_run"], runs.values())
+    conn.executemany(Q["ack_control"], acks)
+    conn.executemany(Q["release_job_lease"], releases)
+    if deletes:  # last, so that nothing written earlier in the batch outlives its job
+        for name in _DELETE_JOB:
+            conn.executemany(Q[name], deletes)
+    return results
+
+
+# -- control inbox ----------------------------------------------------------------
+
+
+def post_control(conn: Conn, job_id: str, body: str, now_us: int) -> int:
+    if conn.execute(Q["job_exists"], (job_id,)).fetchone() is None:
+        raise JobNotFoundError(job_id)
+    msg_id = conn.execute(Q["post_control"], (job_id, body, now_us)).lastrowid
+    assert msg_id is not None
+    return msg_id
+
+
+def pending_control(conn: Conn, silo_id: str) -> list[ControlMessage]:
+    return [control_from_row(r) for r in conn.execute(Q["pending_control"], (silo_id,))]
+
+
+def control_pending(conn: Conn, msg_ids: Sequence[int]) -> set[int]:
+    return {r[0] for r in conn.execute(Q["control_pending"], _ids(msg_ids))}
+
+
+# -- run history ----------------------------------------------------------------------
+
+
+def read_runs(conn: Conn, job_id: str, limit: int, before_us: int) -> list[RunRecord]:
+    if limit <= 0:
+        return []
+    return [run_from_row(r) for r in conn.execute(Q["read_runs"], (job_id, before_us, limit))]
+
+
+def read_run(conn: Conn, run_id: str) -> RunRecord | None:
+    row = conn.execute(Q["read_run"], (run_id,)).fetchone()
+    return None if row is None else run_from_row(row)
+
+
+def prune_runs(conn: Conn, keep: int) -> int:
+    cursor = conn.execute(Q["prune_runs"], {"keep": max(keep, 0), "terminal": _TERMINAL})
+    return cursor.rowcount
+
+
+# -- membership -------------------------------------------------------------------
+
+
+def register_silo(conn: Conn, row: SiloRow) -> None:
+    try:
+        conn.execute(Q["register_silo"], row)
+    except sqlite3.IntegrityError:
+        raise StorageError(f"silo {row[0]!r} is registered already; use a new id") from None
+
+
+def heartbeat(conn: Conn, silo_id: str, now_us: int) -> bool:
+    return conn.execute(Q["heartbeat"], (now_us, silo_id)).rowcount == 1
+
+
+def set_silo_status(conn: Conn, silo_id: str, status: str, frees: bool) -> None:
+    if conn.execute(Q["set_silo_status"], (status, silo_id)).rowcount and frees:
+        conn.execute(Q["free_silo_leases"], (silo_id,))
+
+
+def declare_dead(conn: Conn, missed_us: int) -> list[str]:
+    dead = [r[0] for r in conn.execute(Q["missing_silos"], (missed_us,))]
+    conn.executemany(Q["set_silo_status"], [("dead", s) for s in dead])
+    conn.executemany(Q["free_silo_leases"], [(s,) for s in dead])
+    return dead
+
+
+def list_silos(conn: Conn) -> list[SiloInfo]:
+    return [silo_from_row(r) for r in conn.execute(Q["list_silos"])]
+
+
+# -- store metadata -------------------------------------------------------------------
+
+
+def read_meta(conn: Conn, key: str) -> dict[str, Any] | None:
+    row = conn.execute(Q["read_meta"], (key,)).fetchone()
+    return None if row is None else cast(dict[str, Any], _json.loads(row[0]))
+
+
+def write_meta(conn: Conn, key: str, value: str) -> None:
+    conn.execute(Q["write_meta"], (key, value))

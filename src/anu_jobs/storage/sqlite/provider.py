@@ -1,0 +1,370 @@
+"""The SQLite provider: the embedded default store, one file, any number of processes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+from typing import Any, Concatenate, ParamSpec, TypeVar
+from urllib.parse import parse_qsl, unquote
+
+from anu_jobs import _json
+from anu_jobs.errors import ConfigurationError, StorageError, StorageUnavailableError
+from anu_jobs.storage._common import (
+    FREEING_STATUSES,
+    MAX_US,
+    NoticeHub,
+    from_us,
+    id_matches,
+    silo_to_row,
+    to_us,
+)
+from anu_jobs.storage._url import redact_url
+from anu_jobs.storage.base import (
+    Claim,
+    ControlMessage,
+    GrainWrite,
+    JobQuery,
+    LeaseToken,
+    NewJob,
+    Notice,
+    NoticeListener,
+    RunRecord,
+    SiloInfo,
+    SiloStatus,
+    StateEnvelope,
+    Storage,
+    WriteResult,
+)
+from anu_jobs.storage.sqlite import _ops
+from anu_jobs.storage.sqlite._migrate import SchemaTooNewError, migrate
+
+__all__ = ["SqliteStorage"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+_SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
+
+# One hub per database file in this process, so that every SqliteStorage on a file
+# hears the others' notices. Another process cannot hear them: SQLite has no channel
+# between processes, so consumers there fall back to polling.
+_HUBS: dict[str, NoticeHub] = {}
+_HUBS_LOCK = threading.Lock()
+
+
+def _hub_for(path: str) -> NoticeHub:
+    key = os.path.realpath(path)
+    with _HUBS_LOCK:
+        return _HUBS.setdefault(key, NoticeHub())
+
+
+class SqliteStorage(Storage):
+    """A store in one SQLite file (``sqlite:///relative.db``, ``sqlite:////abs/path.db``).
+
+    All SQL runs on one dedicated thread that owns the connection, so the event loop
+    never blocks on disk; each contract method is one transaction, one call on that
+    thread (``BEGIN IMMEDIATE`` for writes). The file is in WAL mode with
+    ``synchronous=FULL`` by default (a committed write survives power loss; pass
+    ``?synchronous=NORMAL`` to trade that for speed) and a busy timeout, so several
+    processes (a silo, a CLI client) can use one file: their writes take turns.
+
+    Notices reach every listener of the same file in this process only; other
+    processes learn of new work by polling.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        synchronous: str = "FULL",
+        busy_timeout: float = 5.0,
+        url: str | None = None,
+    ) -> None:
+        if synchronous.upper() not in _SYNCHRONOUS:
+            raise ConfigurationError(
+                f"synchronous={synchronous!r} is not a SQLite synchronous mode; "
+                f"use one of {', '.join(_SYNCHRONOUS)}"
+            )
+        self._path = os.fspath(path)
+        self._synchronous = synchronous.upper()
+        self._busy_timeout = busy_timeout
+        self.url = redact_url(url) if url else f"sqlite:///{self._path}"
+        self._hub = _hub_for(self._path)
+        self._conn: sqlite3.Connection | None = None
+        self._executor: ThreadPoolExecutor | None = None
+
+    @classmethod
+    def from_url(cls, url: str) -> SqliteStorage:
+        """``sqlite:///relative/path.db`` or ``sqlite:////absolute/path.db``, optionally
+        with ``?synchronous=NORMAL`` and ``?busy_timeout=SECONDS``."""
+        rest = url.partition("://")[2]
+        location, _, query = rest.partition("?")
+        if not location.startswith("/") or len(location) < 2:
+            raise ConfigurationError(
+                f"{redact_url(url)} names no file: use sqlite:///relative/path.db "
+                "or sqlite:////absolute/path.db"
+            )
+        options: dict[str, Any] = {}
+        for key, value in parse_qsl(query, keep_blank_values=True):
+            if key == "synchronous":
+                options["synchronous"] = value
+            elif key == "busy_timeout":
+                try:
+                    options["busy_timeout"] = float(value)
+                except ValueError:
+                    raise ConfigurationError(f"busy_timeout={value!r} is not seconds") from None
+            else:
+                raise ConfigurationError(
+                    f"unknown option {key!r} in {redact_url(url)}; "
+                    "the SQLite store takes synchronous= and busy_timeout="
+                )
+        return cls(unquote(location[1:]), url=url, **options)
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    async def open(self) -> None:
+        if self._executor is not None:
+            return
+        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="anu-jobs-sqlite")
+        try:
+            self._conn = await asyncio.get_running_loop().run_in_executor(executor, self._connect)
+        except BaseException:
+            executor.shutdown(wait=True)  # its one thread is idle: this returns at once
+            raise
+        self._executor = executor
+
+    def _connect(self) -> sqlite3.Connection:
+        # sqlite3 would create a missing file but not its directory; say so plainly.
+        directory = os.path.dirname(os.path.abspath(self._path))
+        if not os.path.isdir(directory):
+            raise StorageUnavailableError(
+                self.url, f"the directory {directory} does not exist; create it first"
+            )
+        try:
+            conn = sqlite3.connect(
+                self._path,
+                timeout=self._busy_timeout,
+                isolation_level=None,  # transactions are explicit: BEGIN IMMEDIATE / COMMIT
+                cached_statements=256,
+            )
+        except sqlite3.Error as exc:
+            raise StorageUnavailableError(self.url, _reason(exc, self._path)) from None
+        try:
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise StorageUnavailableError(
+                    self.url, f"cannot put {self._path} in WAL mode (it stays in {mode} mode)"
+                )
+            conn.execute(f"PRAGMA synchronous = {self._synchronous}")
+            conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
+            conn.create_function("anu_id_matches", 2, id_matches, deterministic=True)
+            migrate(conn)
+            _probe_write(conn)
+        except sqlite3.Error as exc:
+            conn.close()
+            raise StorageUnavailableError(self.url, _reason(exc, self._path)) from None
+        except SchemaTooNewError as exc:
+            conn.close()
+            raise StorageUnavailableError(self.url, str(exc)) from None
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    async def close(self) -> None:
+        conn, executor = self._conn, self._executor
+        self._conn = self._executor = None
+        if executor is None:
+            return
+        try:
+            if conn is not None:
+                # Queued behind any call still running, so those finish first.
+                await asyncio.get_running_loop().run_in_executor(executor, conn.close)
+        finally:
+            executor.shutdown(wait=True)
+
+    async def _run(
+        self,
+        write: bool,
+        fn: Callable[Concatenate[sqlite3.Connection, P], R],
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> R:
+        conn, executor = self._conn, self._executor
+        if conn is None or executor is None:
+            raise StorageError(f"the store {self.url} is not open; call open() first")
+
+        def call() -> R:
+            return _ops.run(conn, write, lambda: fn(conn, *args, **kwargs))
+
+        try:
+            return await asyncio.get_running_loop().run_in_executor(executor, call)
+        except sqlite3.Error as exc:
+            raise StorageError(f"the store {self.url} failed: {exc}") from exc
+
+    # -- grain state ------------------------------------------------------------------
+
+    async def insert_job(
+        self, job_id: str, job_type: str, stage: str, state: dict[str, Any], due_at: datetime | None
+    ) -> int:
+        text = _json.dumps(state)
+        due_us = None if due_at is None else to_us(due_at)
+        return await self._run(True, _ops.insert_job, job_id, job_type, stage, text, due_us)
+
+    async def insert_jobs(self, jobs: Sequence[NewJob]) -> None:
+        rows = [
+            (
+                j.job_id,
+                j.job_type,
+                j.stage,
+                _json.dumps(j.state),
+                None if j.due_at is None else to_us(j.due_at),
+            )
+            for j in jobs
+        ]
+        if rows:
+            await self._run(True, _ops.insert_jobs, rows)
+
+    async def read_state(self, job_id: str) -> StateEnvelope | None:
+        return await self._run(False, _ops.read_state, job_id)
+
+    async def read_due_at(self, job_ids: Sequence[str]) -> dict[str, datetime]:
+        return await self._run(False, _ops.read_due_at, job_ids)
+
+    async def list_jobs(self, query: JobQuery) -> list[StateEnvelope]:
+        return await self._run(False, _ops.list_jobs, query)
+
+    async def count_jobs(self, query: JobQuery) -> int:
+        return await self._run(False, _ops.count_jobs, query)
+
+    async def stage_counts(self) -> dict[str, int]:
+        return await self._run(False, _ops.stage_counts)
+
+    # -- leases and reminders -----------------------------------------------------------
+
+    async def claim_due(
+        self, silo_id: str, now: datetime, until: datetime, limit: int, lease_until: datetime
+    ) -> list[Claim]:
+        return await self._run(
+            True, _ops.claim_due, silo_id, to_us(now), to_us(until), limit, to_us(lease_until)
+        )
+
+    async def acquire_lease(
+        self, job_id: str, silo_id: str, now: datetime, lease_until: datetime
+    ) -> tuple[LeaseToken, StateEnvelope, tuple[ControlMessage, ...]] | None:
+        return await self._run(
+            True, _ops.acquire_lease, job_id, silo_id, to_us(now), to_us(lease_until)
+        )
+
+    async def renew_leases(
+        self, tokens: Sequence[LeaseToken], lease_until: datetime
+    ) -> list[LeaseToken]:
+        return await self._run(True, _ops.renew_leases, tokens, to_us(lease_until))
+
+    async def release_leases(self, tokens: Sequence[LeaseToken]) -> None:
+        await self._run(True, _ops.release_leases, tokens)
+
+    async def lease_holder(self, job_id: str, now: datetime) -> LeaseToken | None:
+        return await self._run(False, _ops.lease_holder, job_id, to_us(now))
+
+    async def next_due(self, now: datetime) -> datetime | None:
+        due_us = await self._run(False, _ops.next_due, to_us(now))
+        return None if due_us is None else from_us(due_us)
+
+    # -- the write path -----------------------------------------------------------------
+
+    async def commit(self, writes: Sequence[GrainWrite]) -> list[WriteResult]:
+        if not writes:
+            return []
+        return await self._run(True, _ops.commit, writes)
+
+    # -- control inbox -----------------------------------------------------------------
+
+    async def post_control(self, job_id: str, body: dict[str, Any], now: datetime) -> int:
+        return await self._run(True, _ops.post_control, job_id, _json.dumps(body), to_us(now))
+
+    async def pending_control(self, silo_id: str) -> list[ControlMessage]:
+        return await self._run(False, _ops.pending_control, silo_id)
+
+    async def control_pending(self, msg_ids: Sequence[int]) -> set[int]:
+        return await self._run(False, _ops.control_pending, msg_ids)
+
+    # -- run history -------------------------------------------------------------------
+
+    async def read_runs(
+        self, job_id: str, limit: int = 100, before: datetime | None = None
+    ) -> list[RunRecord]:
+        before_us = MAX_US if before is None else to_us(before)
+        return await self._run(False, _ops.read_runs, job_id, limit, before_us)
+
+    async def read_run(self, run_id: str) -> RunRecord | None:
+        return await self._run(False, _ops.read_run, run_id)
+
+    async def prune_runs(self, keep: int) -> int:
+        return await self._run(True, _ops.prune_runs, keep)
+
+    # -- membership --------------------------------------------------------------------
+
+    async def register_silo(self, info: SiloInfo) -> None:
+        await self._run(True, _ops.register_silo, silo_to_row(info))
+
+    async def heartbeat(self, silo_id: str, now: datetime) -> bool:
+        return await self._run(True, _ops.heartbeat, silo_id, to_us(now))
+
+    async def set_silo_status(self, silo_id: str, status: SiloStatus, now: datetime) -> None:
+        await self._run(True, _ops.set_silo_status, silo_id, status, status in FREEING_STATUSES)
+
+    async def declare_dead(self, now: datetime, missed_since: datetime) -> list[str]:
+        return await self._run(True, _ops.declare_dead, to_us(missed_since))
+
+    async def list_silos(self) -> list[SiloInfo]:
+        return await self._run(False, _ops.list_silos)
+
+    # -- store metadata ------------------------------------------------------------------
+
+    async def read_meta(self, key: str) -> dict[str, Any] | None:
+        return await self._run(False, _ops.read_meta, key)
+
+    async def write_meta(self, key: str, value: dict[str, Any]) -> None:
+        await self._run(True, _ops.write_meta, key, _json.dumps(value))
+
+    # -- notices -----------------------------------------------------------------------
+
+    async def notify(self, notices: Sequence[Notice]) -> None:
+        """Publish to the listeners of this file in this process. SQLite cannot reach
+        other processes; they find the work by polling."""
+        self._hub.publish(notices)
+
+    def add_listener(self, listener: NoticeListener) -> Callable[[], None]:
+        return self._hub.add(listener)
+
+
+def _probe_write(conn: sqlite3.Connection) -> None:
+    """Fail now, not at the first claim, when the file cannot be written: SQLite opens a
+    read-only file read-only without complaint, and an up-to-date schema writes nothing.
+    The probe rewrites one row in place and rolls back."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.execute("UPDATE schema_migrations SET applied_us = applied_us WHERE version = 1")
+    finally:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+
+
+def _reason(exc: sqlite3.Error, path: str) -> str:
+    """Say what to do about an error that stopped open()."""
+    message = str(exc)
+    if "not a database" in message:
+        return f"{path} is not a SQLite database ({message}); point the URL at another file"
+    if "readonly" in message or "read-only" in message:
+        return f"{path} is read-only ({message}); make the file and its directory writable"
+    if "unable to open" in message:
+        return f"cannot create or open {path} ({message}); check the directory is writable"
+    if "locked" in message or "busy" in message:
+        return f"{path} stayed locked by another process ({message})"
+    return message

@@ -1,0 +1,135 @@
+"""Durability and crashes with real silo processes on one SQLite file."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from anu_jobs import Cron, Every, JobClient, Once, RunStage
+from tests.integration.silo_proc import LongOnFirstAttempt, Record
+
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.slow
+
+
+class SiloProcess:
+    def __init__(self, db: Path, markers: Path) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.integration.silo_proc", str(db), str(markers)],
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+
+    def terminate(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        _, err = self.proc.communicate(timeout=15)
+        assert self.proc.returncode == 0, err.decode()
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.communicate(timeout=10)  # reaps it and closes its pipe
+
+
+@pytest.fixture
+def procs() -> Iterator[list[SiloProcess]]:
+    started: list[SiloProcess] = []
+    yield started
+    for p in started:
+        if p.proc.poll() is None:
+            p.kill()
+
+
+def wait_for(predicate: object, what: str, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():  # type: ignore[operator]
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def lines(path: Path) -> list[str]:
+    return path.read_text().splitlines() if path.exists() else []
+
+
+async def test_schedules_survive_a_restart(tmp_path: Path, procs: list[SiloProcess]) -> None:
+    db = tmp_path / "jobs.db"
+    procs.append(SiloProcess(db, tmp_path))
+    async with JobClient.connect(f"sqlite:///{db}", jobs=[Record]) as client:
+        await client.schedule(Record, job_id="every", trigger=Every(timedelta(seconds=1)))
+        await client.schedule(Record, job_id="cron", trigger=Cron("*/2 * * * * *"))
+        await client.schedule(Record, job_id="once", trigger=Once(delay=timedelta(seconds=4)))
+        wait_for(
+            lambda: any(line.startswith("every ") for line in lines(tmp_path / "record.log")),
+            "a first run",
+        )
+        procs[0].terminate()
+        before = len(await client.runs("every"))
+        assert before >= 1
+        procs.append(SiloProcess(db, tmp_path))  # a new silo, a new process, the same file
+        pids = {str(procs[0].proc.pid), str(procs[1].proc.pid)}
+        wait_for(
+            lambda: (
+                {
+                    line.split()[0]
+                    for line in lines(tmp_path / "record.log")
+                    if line.split()[3] == str(procs[1].proc.pid)
+                }
+                >= {"every", "cron", "once"}
+            ),
+            "every schedule to fire in the second silo",
+        )
+        procs[1].terminate()
+        runs = await client.runs("every")
+        assert len(runs) > before  # history kept, new runs added
+        assert {r.stage for r in runs} <= {RunStage.COMPLETED, RunStage.SKIPPED}
+        assert {r.silo_id for r in runs if r.silo_id} and pids
+        ids = [r.run_id for r in runs]
+        assert len(ids) == len(set(ids))
+
+
+async def test_a_run_cut_off_by_sigkill_is_retried_as_its_next_attempt(
+    tmp_path: Path, procs: list[SiloProcess]
+) -> None:
+    db = tmp_path / "jobs.db"
+    procs.append(SiloProcess(db, tmp_path))
+    async with JobClient.connect(f"sqlite:///{db}", jobs=[LongOnFirstAttempt]) as client:
+        await client.schedule(LongOnFirstAttempt, job_id="long", trigger=Once(delay=timedelta(0)))
+        wait_for(
+            lambda: any(line.startswith("start") for line in lines(tmp_path / "long.log")),
+            "the first attempt",
+        )
+        procs[0].kill()  # SIGKILL mid-run: no chance to record anything
+        killed_at = time.monotonic()
+        procs.append(SiloProcess(db, tmp_path))
+        run = await client.wait("long", timeout=30)
+        failover = time.monotonic() - killed_at
+        procs[1].terminate()
+        assert run.stage is RunStage.COMPLETED
+        assert run.attempt == 2
+        stages = [t.stage for t in run.transitions]
+        assert stages == [
+            RunStage.SCHEDULED,
+            RunStage.RUNNING,
+            RunStage.RETRYING,
+            RunStage.RUNNING,
+            RunStage.COMPLETED,
+        ]
+        assert (
+            run.transitions[2].reason is not None
+            and "AttemptInterrupted" in run.transitions[2].reason
+        )
+        records = await client.runs("long")
+        assert [r.run_id for r in records] == [run.run_id]  # one record for the run, written once
+        log = lines(tmp_path / "long.log")
+        assert log[0].split()[2] == "1" and log[-1].startswith("done") and log[-1].split()[2] == "2"
+        assert log[-1].split()[3] == str(procs[1].proc.pid)
+        assert failover < 15
