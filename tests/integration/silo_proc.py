@@ -42,11 +42,23 @@ class LongOnFirstAttempt(Job):
         mark("long.log", f"done {ctx.run_id} {ctx.attempt} {os.getpid()}")
 
 
+class WaitsForCancel(Job):
+    """Runs until cancelled, then notes that its token tripped."""
+
+    async def execute(self, ctx: JobContext) -> None:
+        mark("cancel.log", f"start {ctx.run_id} {os.getpid()}")
+        try:
+            await asyncio.wait_for(ctx.cancellation.wait(), 60)
+        finally:
+            mark("cancel.log", f"end {ctx.run_id} cancelled={ctx.cancellation.is_cancelled}")
+        ctx.cancellation.raise_if_cancelled()
+
+
 def build(db: str) -> SiloBuilder:
     return (
         SiloBuilder()
         .use_storage(f"sqlite:///{db}")
-        .use_jobs(Record, LongOnFirstAttempt)
+        .use_jobs(Record, LongOnFirstAttempt, WaitsForCancel)
         .use_options(
             lease_ttl=timedelta(seconds=2), dead_after=timedelta(seconds=1), drain_timeout=1.0
         )

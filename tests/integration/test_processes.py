@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from anu_jobs import Cron, Every, JobClient, Once, RunStage
-from tests.integration.silo_proc import LongOnFirstAttempt, Record
+from tests.integration.silo_proc import LongOnFirstAttempt, Record, WaitsForCancel
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
@@ -133,3 +133,22 @@ async def test_a_run_cut_off_by_sigkill_is_retried_as_its_next_attempt(
         assert log[0].split()[2] == "1" and log[-1].startswith("done") and log[-1].split()[2] == "2"
         assert log[-1].split()[3] == str(procs[1].proc.pid)
         assert failover < 15
+
+
+async def test_cancel_from_another_process_reaches_the_running_attempt(
+    tmp_path: Path, procs: list[SiloProcess]
+) -> None:
+    db = tmp_path / "jobs.db"
+    procs.append(SiloProcess(db, tmp_path))
+    async with JobClient.connect(f"sqlite:///{db}", jobs=[WaitsForCancel]) as client:
+        await client.schedule(WaitsForCancel, job_id="w", trigger=Once(delay=timedelta(0)))
+        wait_for(lambda: lines(tmp_path / "cancel.log"), "the attempt to start")
+        sent = time.monotonic()
+        await client.cancel("w", reason="from the test process")
+        run = await client.wait("w", timeout=10)
+        took = time.monotonic() - sent
+        procs[0].terminate()
+    assert run.stage is RunStage.CANCELLED
+    assert run.transitions[-1].reason == "from the test process"
+    assert lines(tmp_path / "cancel.log")[-1].endswith("cancelled=True")  # the token tripped
+    assert took < 3.0  # the silo polls its inbox every second on SQLite

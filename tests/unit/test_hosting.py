@@ -246,3 +246,35 @@ async def _no_reminder(silo: Any, job_id: str) -> bool:
 
 async def _terminal_stage(silo: Any, job_id: str, stage: str) -> bool:
     return any(r.stage == stage for r in await silo.storage.read_runs(job_id))
+
+
+async def test_history_keeps_the_last_n_runs(make_silo: SiloFactory, clock: FakeClock) -> None:
+    async with make_silo(Noop, configure=lambda b: b.use_history(3)) as silo:
+        await silo.client.schedule(Noop, job_id="h", trigger=Every(timedelta(seconds=1)))
+        for _ in range(6):
+            await clock.advance(1)
+            await settle()
+        await eventually(lambda: _terminal(silo, "h", 6), "six runs")
+        await silo.client.pause("h")
+        newest = [r.scheduled_for for r in await silo.client.runs("h")][:3]
+        await clock.advance(60)  # the maintenance interval: pruning runs in the background
+        await eventually(lambda: _at_most(silo, "h", 3), "old runs to be pruned")
+        runs = await silo.client.runs("h")
+    assert [r.scheduled_for for r in runs] == newest
+
+
+async def test_an_unusable_store_fails_start_with_a_clear_error(tmp_path: Any) -> None:
+    from anu_jobs import StorageUnavailableError
+
+    silo = (
+        SiloBuilder()
+        .use_storage(f"sqlite:///{tmp_path}/missing/dir/jobs.db")
+        .use_jobs(Noop)
+        .build()
+    )
+    with pytest.raises(StorageUnavailableError, match="missing"):
+        await silo.start()
+
+
+async def _at_most(silo: Any, job_id: str, n: int) -> bool:
+    return len(await silo.storage.read_runs(job_id)) <= n

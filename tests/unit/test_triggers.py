@@ -251,6 +251,19 @@ def test_cron_equal_range_is_its_one_value(expr: str, fires: list[datetime]) -> 
     assert Cron(expr).expr == expr  # stored as written
 
 
+@pytest.mark.parametrize(
+    ("expr", "days"),
+    [
+        ("0 0 */2 * 0-6", [1, 3, 5, 7]),  # every weekday is no weekday restriction
+        ("0 0 1-3 * 0-6", [1, 2, 3, 1]),
+        ("0 0 1-31 * 5", [4, 11, 18, 25]),  # Fridays; every day of the month is "*"
+        ("0 0 * * mon-sun", [1, 2, 3, 4]),
+    ],
+)
+def test_cron_day_field_naming_every_value_is_a_star(expr: str, days: list[int]) -> None:
+    assert [f.day for f in chain(Cron(expr), T0 - S, 4)] == days
+
+
 def test_cron_in_a_zone() -> None:
     cron = Cron("0 3 * * *", tz="Europe/Zurich")
     assert cron.next_fire(T0) == T0 + timedelta(hours=2)  # CET is UTC+1 in January

@@ -138,7 +138,8 @@ def cron_specs(draw: st.DrawFn, allow_seconds: bool = True) -> Spec:
         doms=dom[1],
         months=month[1],
         dows=dow[1],
-        days_or=dom[0] != "*" and dow[0] != "*",
+        # Both day fields restricted: either matches. A field naming every value is "*".
+        days_or=dom[1] != frozenset(range(1, 32)) and dow[1] != frozenset(range(7)),
     )
 
 

@@ -12,7 +12,14 @@ from typing import TYPE_CHECKING, Any
 from anu_jobs.clock import Clock, TimerHandle
 from anu_jobs.errors import LeaseLostError
 from anu_jobs.runtime.grain import GrainFactory, GrainHost, GrainLogic
-from anu_jobs.storage.base import ControlMessage, GrainWrite, LeaseToken, StateEnvelope, WriteResult
+from anu_jobs.storage.base import (
+    ControlMessage,
+    GrainWrite,
+    LeaseToken,
+    RunRecord,
+    StateEnvelope,
+    WriteResult,
+)
 
 if TYPE_CHECKING:
     from anu_jobs.runtime.runtime import SiloRuntime
@@ -135,9 +142,17 @@ class Activation(GrainHost):
         if not self.alive:
             return None
         snap = self.logic.snapshot()
+        runs = snap.runs
+        if self._carry_runs:
+            # The last write failed with the store: its run records still have to go in.
+            merged = {r.run_id: r for r in self._carry_runs}
+            merged.update((r.run_id, r) for r in snap.runs)
+            runs = tuple(merged.values())
+            self._carry_runs = ()
         if self.releasing and (self.logic.is_busy() or self._wants_to_stay()):
             self.releasing = False  # work arrived since it was marked idle
-        self._pending_finished = snap.finished_runs
+        self._pending_finished = self._carry_finished + snap.finished_runs
+        self._carry_finished = ()
         acks, self._acks = tuple(self._acks), []
         self._in_flight_acks = acks
         return GrainWrite(
@@ -147,7 +162,7 @@ class Activation(GrainHost):
             stage=snap.stage,
             state=snap.state,
             due_at=snap.due_at,
-            runs=snap.runs,
+            runs=runs,
             ack_control=acks,
             release=self.releasing or snap.state is None,
         )
@@ -178,9 +193,12 @@ class Activation(GrainHost):
                 fut.exception()  # nobody may be waiting; do not warn about it
         self.lose(str(err))
 
-    def write_failed(self, exc: BaseException) -> None:
-        """The store failed the whole batch; the write will be tried again."""
+    def write_failed(self, write: GrainWrite) -> None:
+        """The store failed the whole batch; the write will be built again and retried."""
         self._acks = list(self._in_flight_acks) + self._acks
+        self._carry_runs = write.runs
+        self._carry_finished = self._pending_finished
+        self._queued = True
 
     def lose(self, reason: str) -> None:
         if not self.alive:
@@ -204,4 +222,6 @@ class Activation(GrainHost):
         self._waiters = []
 
     _pending_finished: tuple[str, ...] = ()
+    _carry_finished: tuple[str, ...] = ()
+    _carry_runs: tuple[RunRecord, ...] = ()
     _in_flight_acks: tuple[int, ...] = ()

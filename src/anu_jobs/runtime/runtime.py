@@ -97,6 +97,7 @@ class SiloRuntime:
         self.slots = _Slots(self.options.max_concurrency)
         self._wake = asyncio.Event()
         self._capacity = asyncio.Event()
+        self._control_poke = asyncio.Event()
         self._drained = asyncio.Event()
         self._claiming = False
         self._running = False
@@ -365,10 +366,7 @@ class SiloRuntime:
                     log.warning("job %s: lease lost to another silo", token.job_id)
                     act.lose("the lease was taken over by another silo")
 
-    _control_poke: asyncio.Event
-
     async def _control_loop(self) -> None:
-        self._control_poke = asyncio.Event()
         while self._running:
             await self._wait(self._control_poke, self.clock.now() + self.options.poll_interval)
             if not self.activations:

@@ -77,8 +77,8 @@ class WriteBatcher:
                     results = await self._storage.commit([w for _, w in pairs])
                 except Exception as exc:  # the store failed: keep the writes, try again
                     log.warning("commit of %d writes failed, retrying: %s", len(pairs), exc)
-                    for act, _ in pairs:
-                        act.write_failed(exc)
+                    for act, write in pairs:
+                        act.write_failed(write)
                         self._queue.setdefault(act.job_id, act)
                     await asyncio.sleep(backoff)
                     backoff = min(backoff * 2, 2.0)

@@ -71,6 +71,23 @@ def _canonical(text: str) -> str:
     return " ".join(",".join(map(part, field.split(","))) for field in text.split())
 
 
+def _full_day_fields_as_star(text: str, expanded: list[list[object]]) -> str:
+    """``text`` with a day-of-month or day-of-week field that names every value as ``*``.
+
+    Which of the two day fields is "restricted" decides between "either matches" and
+    "both match". croniter judges that partly by the field's text, so ``*/2 * 0-6``
+    meant odd days but ``1-15 * 0-6`` meant every day. Here a field naming every value
+    (``1-31``, ``0-6``, ``mon-sun``) is simply unrestricted, like ``*``.
+    """
+    fields = text.split()
+    shift = len(fields) - 5  # a seconds field comes first
+    if expanded[2] == list(range(1, 32)):
+        fields[2 + shift] = "*"
+    if expanded[4] == list(range(7)):
+        fields[4 + shift] = "*"
+    return " ".join(fields)
+
+
 @functools.lru_cache(maxsize=512)
 def _parse(expr: str) -> croniter:
     """The parsed expression, as a croniter template to copy before each use.
@@ -89,6 +106,10 @@ def _parse(expr: str) -> croniter:
         text = _canonical(text)
     try:
         template = croniter(text, _PROBE, second_at_beginning=True)
+        if not text.startswith("@"):
+            starred = _full_day_fields_as_star(text, template.expanded)
+            if starred != text:
+                template = croniter(starred, _PROBE, second_at_beginning=True)
     except (CroniterError, TypeError, ValueError, KeyError, IndexError) as exc:
         raise InvalidScheduleError(
             f"invalid cron expression {expr!r}: {exc}. {_SHAPE}", expression=expr
@@ -137,7 +158,9 @@ class Cron(Trigger):
     *seconds first* (second minute hour day-of-month month day-of-week, as in Quartz
     and APScheduler), or is an alias such as ``@hourly`` or ``@daily``. When both
     day-of-month and day-of-week are restricted, a day matching either one fires
-    (classic cron). Fires lie in ``[start, end]`` when those are set.
+    (classic cron); a day field naming every value (``1-31``, ``0-6``) counts as
+    ``*``. A range with equal ends (``5-5``) names that one value. Fires lie in
+    ``[start, end]`` when those are set.
 
     Daylight saving time: a wall time that does not exist (spring forward) fires at
     the first instant after the gap, and several matches inside one gap fire once
