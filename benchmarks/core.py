@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import platform
@@ -98,10 +99,8 @@ async def _run_due(url: str, times: list[datetime], wait: float) -> tuple[Result
         t0 = time.perf_counter()
         ids = await silo.client.schedule_many(specs)
         t1 = time.perf_counter()
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(_Probe.done.wait(), wait)
-        except TimeoutError:
-            pass
         t2 = time.perf_counter()
         await asyncio.sleep(0.5)  # let stray duplicates show up before stopping
     res: Result = {
