@@ -375,3 +375,29 @@ async def _attempt(silo: Any, job_id: str, attempt: int, stage: str) -> bool:
 async def _count_runs(silo: Any, job_id: str, n: int) -> bool:
     runs = await silo.storage.read_runs(job_id)
     return len([r for r in runs if r.stage in ("completed", "skipped", "cancelled", "failed")]) >= n
+
+
+async def test_events_report_attempts_and_runs(make_silo: SiloFactory, clock: FakeClock) -> None:
+    heard: list[tuple[Any, ...]] = []
+
+    class Recorder:
+        def attempt_started(self, job_type: str, method: str, lateness: float) -> None:
+            heard.append(("started", job_type, method, lateness))
+
+        def attempt_finished(
+            self, job_type: str, method: str, outcome: str, duration: float
+        ) -> None:
+            heard.append(("finished", job_type, method, outcome))
+
+        def run_finished(self, job_type: str, stage: str) -> None:
+            heard.append(("run", job_type, stage))
+
+    async with make_silo(Compensated, configure=lambda b: b.use_events(Recorder())) as silo:
+        await silo.client.schedule(Compensated, job_id="c", trigger=Once(delay=timedelta(0)))
+        for _ in range(3):
+            await settle()
+            await clock.advance(30)
+        await silo.client.wait("c", timeout=2)
+    assert heard[0] == ("started", "Compensated", "execute", 0.0)
+    assert [h[3] for h in heard if h[0] == "finished"] == ["error", "error", "error", "ok"]
+    assert heard[-1] == ("run", "Compensated", "compensated")

@@ -13,12 +13,12 @@ from collections.abc import Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from anu_jobs._json import JSONError, check_json
 from anu_jobs._time import from_us, from_us_opt, to_us, to_us_opt
 from anu_jobs.clock import TimerHandle
-from anu_jobs.errors import InvalidParamsError, UnknownJobTypeError
+from anu_jobs.errors import InvalidParamsError, LeaseLostError, UnknownJobTypeError
 from anu_jobs.grain.attempt import AttemptRunner, Outcome, error_info
 from anu_jobs.grain.state import STATE_ERRORS, JobState, RunState, run_id_for
 from anu_jobs.grain.status import JobStage, RunStage
@@ -27,7 +27,7 @@ from anu_jobs.runtime.grain import GrainHost, GrainLogic, Snapshot
 from anu_jobs.storage.base import ControlMessage, StateEnvelope
 from anu_jobs.triggers import Manual, Once, plan_fires
 
-__all__ = ["GrainOptions", "JobGrain"]
+__all__ = ["GrainOptions", "JobEvents", "JobGrain"]
 
 log = logging.getLogger("anu_jobs.grain")
 
@@ -37,13 +37,30 @@ _ACTIVE_RUN = (RunStage.RUNNING, RunStage.COMPENSATING)
 MAX_INTERRUPTIONS = 5
 
 
+class JobEvents(Protocol):
+    """What a job grain reports as it works (metrics, tracing). Calls are on the event
+    loop, must be quick, and must not raise."""
+
+    def attempt_started(self, job_type: str, method: str, lateness: float) -> None:
+        """An attempt of ``execute`` or ``compensate`` began, ``lateness`` seconds after
+        the fire time (of the run's first attempt; retries report their wait too)."""
+
+    def attempt_finished(self, job_type: str, method: str, outcome: str, duration: float) -> None:
+        """An attempt ended: ``ok``, ``error``, ``cancelled``, ``interrupted`` or ``lost``."""
+
+    def run_finished(self, job_type: str, stage: str) -> None:
+        """A run reached a terminal stage."""
+
+
 @dataclass(frozen=True, slots=True)
 class GrainOptions:
     """``cancel_grace``: how long a cancelled attempt may run on after its token trips
-    before its task is cancelled. ``executor``: where plain-``def`` jobs run."""
+    before its task is cancelled. ``executor``: where plain-``def`` jobs run. ``events``:
+    who hears about attempts and runs (metrics)."""
 
     cancel_grace: timedelta = timedelta(seconds=5)
     executor: Executor | None = None
+    events: JobEvents | None = None
 
 
 class _Hooks:
@@ -115,6 +132,7 @@ class JobGrain(GrainLogic):
         self._token: CancellationToken | None = None
         self._cancel_reason: str | None = None
         self._hard_cancel: TimerHandle | None = None
+        self._attempt_began: int | None = None
 
     # -- GrainLogic --------------------------------------------------------------------
 
@@ -294,6 +312,8 @@ class JobGrain(GrainLogic):
             st.run = None
         self.touch(run)
         self._finished.append(run.run_id)
+        if self.options.events is not None:
+            self.options.events.run_finished(self.job_type, run.stage.value)
 
     def touch(self, run: RunState) -> None:
         self._dirty[run.run_id] = run
@@ -320,12 +340,25 @@ class JobGrain(GrainLogic):
                 self.host.turn(lambda: began.append(self._begin(run, method, token)))
                 if not began:
                     return
+                try:
+                    # The attempt is on record before the job's code runs: should this
+                    # silo die now, the next one knows to run the next attempt.
+                    await self.host.save()
+                except LeaseLostError:
+                    return
+                ctx = began[0]
+                ctx.started_at = self.host.clock.now()
+                if self.options.events is not None:
+                    lateness = ctx.started_at - ctx.scheduled_for
+                    self.options.events.attempt_started(
+                        self.job_type, method, lateness.total_seconds()
+                    )
                 cls = self.cls
                 if cls is None:
                     err = UnknownJobTypeError(self.job_type)
                     outcome = Outcome("error", error_info(err))
                 else:
-                    outcome = await runner.run(cls, method, began[0], token, cls.timeout)
+                    outcome = await runner.run(cls, method, ctx, token, cls.timeout)
         self.host.turn(lambda: self._attempt_done(run, method, outcome))
 
     def _begin(self, run: RunState, method: str, token: CancellationToken) -> JobContext:
@@ -339,8 +372,8 @@ class JobGrain(GrainLogic):
             run.next_attempt_at = None
             run.silo_id = self.host.silo_id
             run.move(RunStage.RUNNING, now_us, f"attempt {run.attempt} on silo {self.host.silo_id}")
-            self.touch(run)
-            self.host.save()
+            self.touch(run)  # written (and awaited) by _attempt before the job's code runs
+        self._attempt_began = now_us
         params: Any = st.params
         if self.cls is not None:
             try:
@@ -366,6 +399,11 @@ class JobGrain(GrainLogic):
 
     def _attempt_done(self, run: RunState, method: str, outcome: Outcome) -> None:
         self._task_run = self._runner = self._token = None
+        events = self.options.events
+        if events is not None and self._attempt_began is not None:
+            took = (to_us(self.host.clock.now()) - self._attempt_began) / 1e6
+            events.attempt_finished(self.job_type, method, outcome.kind, took)
+        self._attempt_began = None
         if self._hard_cancel is not None:
             self._hard_cancel.cancel()
             self._hard_cancel = None

@@ -8,7 +8,7 @@ from typing import Any
 
 from anu_jobs.clock import Clock, SystemClock
 from anu_jobs.errors import ConfigurationError
-from anu_jobs.grain import GrainOptions
+from anu_jobs.grain import GrainOptions, JobEvents
 from anu_jobs.hosting.client import check_job_id
 from anu_jobs.hosting.silo import DeclaredJob, Silo
 from anu_jobs.model import Job, JobRegistry, validate_params
@@ -37,6 +37,7 @@ class SiloBuilder:
         self._cancel_grace = timedelta(seconds=5)
         self._history_keep = 100
         self._drain_timeout = 30.0
+        self._events: JobEvents | None = None
 
     def use_storage(self, url: str) -> SiloBuilder:
         """``sqlite:///path.db`` (the default, ``sqlite:///anu_jobs.db``), ``memory://``
@@ -66,6 +67,12 @@ class SiloBuilder:
         if max_concurrency < 1:
             raise ConfigurationError("max_concurrency must be at least 1")
         self._runtime["max_concurrency"] = max_concurrency
+        return self
+
+    def use_events(self, events: JobEvents) -> SiloBuilder:
+        """Report attempts and runs to ``events`` (metrics, tracing); see
+        :class:`~anu_jobs.grain.JobEvents`."""
+        self._events = events
         return self
 
     def use_history(self, keep: int) -> SiloBuilder:
@@ -161,7 +168,7 @@ class SiloBuilder:
             clock=self._clock,
             declared=tuple(self._declared.values()),
             runtime_options=options,
-            grain_options=GrainOptions(cancel_grace=self._cancel_grace),
+            grain_options=GrainOptions(cancel_grace=self._cancel_grace, events=self._events),
             history_keep=self._history_keep,
             drain_timeout=self._drain_timeout,
         )

@@ -431,6 +431,24 @@ class JobClient:
         envs = await self.storage.list_jobs(JobQuery(stage, job_type, text, after, limit))
         return [status_from_envelope(e) for e in envs]
 
+    async def stage_counts(self) -> dict[str, int]:
+        """How many jobs are in each job stage."""
+        return await self.storage.stage_counts()
+
+    async def overdue(
+        self, threshold: timedelta = timedelta(seconds=60), limit: int = 100
+    ) -> tuple[int, builtins.list[tuple[str, datetime]]]:
+        """Jobs due more than ``threshold`` ago that no silo has taken (late or missed):
+        how many, and the ``limit`` oldest with their due time."""
+        now = self.clock.now()
+        return await self.storage.overdue(now, now - threshold, limit)
+
+    async def run_counts(
+        self, since: datetime, bucket: timedelta = timedelta(minutes=1)
+    ) -> builtins.list[tuple[datetime, str, int]]:
+        """How many runs ended in each terminal stage per ``bucket``, since ``since``."""
+        return await self.storage.run_counts(ensure_utc(since), bucket)
+
     async def silos(self) -> builtins.list[SiloInfo]:
         """The silos the store knows, with their status and last heartbeat."""
         return await self.storage.list_silos()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import logging
 import signal
@@ -104,7 +105,7 @@ class Silo:
         await self.storage.open()
         workers = min(32, self.runtime.options.max_concurrency)
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="anu-jobs-sync")
-        self._grain_options = GrainOptions(self._grain_options.cancel_grace, self._executor)
+        self._grain_options = dataclasses.replace(self._grain_options, executor=self._executor)
         try:
             await self._reconcile()
             await self.runtime.start()

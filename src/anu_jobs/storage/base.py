@@ -33,7 +33,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from anu_jobs.errors import EtagConflictError, LeaseLostError
@@ -265,6 +265,22 @@ class Storage(ABC):
     @abstractmethod
     async def stage_counts(self) -> dict[str, int]:
         """The number of jobs in each job stage present in the store."""
+
+    @abstractmethod
+    async def overdue(
+        self, now: datetime, due_before: datetime, limit: int = 100
+    ) -> tuple[int, list[tuple[str, datetime]]]:
+        """Jobs due before ``due_before`` whose lease is free at ``now``: due, but taken by
+        no silo (late, or missed while no silo ran). Returns how many there are, and the
+        ``limit`` most overdue with their ``due_at``, oldest first."""
+
+    @abstractmethod
+    async def run_counts(
+        self, since: datetime, bucket: timedelta
+    ) -> list[tuple[datetime, str, int]]:
+        """How many runs ended in each terminal stage per ``bucket`` of ``finished_at``,
+        from ``since`` on. Buckets start at whole multiples of ``bucket`` since the epoch;
+        rows are ordered by bucket, then stage. Must use an index on the finish time."""
 
     # -- leases and reminders ---------------------------------------------------------
 

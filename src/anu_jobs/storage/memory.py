@@ -12,7 +12,7 @@ from __future__ import annotations
 import bisect
 import threading
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, cast
 
 from anu_jobs import _json
@@ -63,6 +63,9 @@ from anu_jobs.storage.base import (
 __all__ = ["MemoryStorage"]
 
 LeaseRow = tuple[str | None, int, int]  # silo_id (None: released), epoch, expires_us
+
+
+_MICRO = timedelta(microseconds=1)
 
 
 class _Store:
@@ -330,6 +333,29 @@ class MemoryStorage(Storage):
             if lease is None or lease[0] is None or db.is_free(job_id, to_us(now)):
                 return None
             return LeaseToken(job_id, lease[0], lease[1])
+
+    async def overdue(
+        self, now: datetime, due_before: datetime, limit: int = 100
+    ) -> tuple[int, list[tuple[str, datetime]]]:
+        db = self._db()
+        now_us, before_us = to_us(now), to_us(due_before)
+        with db.lock:
+            late = [(j, d) for d, j in db.due_index if d < before_us and db.is_free(j, now_us)]
+        return len(late), [(j, from_us(d)) for j, d in late[:limit]]
+
+    async def run_counts(
+        self, since: datetime, bucket: timedelta
+    ) -> list[tuple[datetime, str, int]]:
+        db = self._db()
+        since_us, bucket_us = to_us(since), bucket // _MICRO
+        counts: dict[tuple[int, str], int] = {}
+        with db.lock:
+            for row in db.runs.values():
+                finished = row[7]
+                if finished is not None and finished >= since_us:
+                    key = (finished // bucket_us * bucket_us, row[3])
+                    counts[key] = counts.get(key, 0) + 1
+        return [(from_us(b), s, n) for (b, s), n in sorted(counts.items())]
 
     async def next_due(self, now: datetime) -> datetime | None:
         db = self._db()

@@ -182,6 +182,30 @@ class StorageConformance:
             await storage.insert_jobs(twice)
         assert await storage.count_jobs(JobQuery()) == 1
 
+    async def test_overdue_lists_due_jobs_no_silo_holds(self, storage: Storage) -> None:
+        for i in range(5):
+            await new_job(storage, f"o{i}", due=i)
+        await new_job(storage, "later", due=100)
+        await storage.register_silo(SiloInfo("s1", "h", 1, at(0), at(0)))
+        await storage.claim_due("s1", at(10), at(10), 1, at(60))  # s1 takes o0
+        count, oldest = await storage.overdue(at(10), at(4), limit=2)
+        assert count == 3  # o1, o2, o3: due before 4 and free
+        assert oldest == [("o1", at(1)), ("o2", at(2))]
+        assert (await storage.overdue(at(10), at(0)))[0] == 0
+
+    async def test_run_counts_by_bucket_and_stage(self, storage: Storage) -> None:
+        await new_job(storage, "r", due=None)
+        claim = await take(storage, "r")
+        ended = [
+            RunRecord(f"r{i}", "r", "demo", stage, 1, at(i), at(i), at(i * 20), "s", {})
+            for i, stage in enumerate(["completed", "failed", "completed", "completed"])
+        ]
+        runs = (*ended, RunRecord("open", "r", "demo", "running", 1, at(0), at(0), None, "s", {}))
+        change = GrainWrite(claim.lease, claim.envelope.etag, "demo", "active", {}, None, runs)
+        assert (await storage.commit([change]))[0].ok
+        counts = await storage.run_counts(at(10), timedelta(seconds=60))
+        assert counts == [(at(0), "completed", 1), (at(0), "failed", 1), (at(60), "completed", 1)]
+
     async def test_insert_without_reminder_has_no_due_at(self, storage: Storage) -> None:
         await new_job(storage, "a", due=None)
         assert await storage.read_due_at(["a"]) == {}

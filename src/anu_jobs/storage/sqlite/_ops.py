@@ -220,6 +220,19 @@ def lease_holder(conn: Conn, job_id: str, now_us: int) -> LeaseToken | None:
     return None if row is None else LeaseToken(job_id, row[0], row[1])
 
 
+def overdue(
+    conn: Conn, now_us: int, before_us: int, limit: int
+) -> tuple[int, list[tuple[str, int]]]:
+    args = {"now": now_us, "before": before_us, "limit": limit}
+    (count,) = conn.execute(Q["overdue_count"], args).fetchone()
+    return count, [(j, d) for j, d in conn.execute(Q["overdue_list"], args)]
+
+
+def run_counts(conn: Conn, since_us: int, bucket_us: int) -> list[tuple[int, str, int]]:
+    args = {"since": since_us, "bucket": bucket_us}
+    return [(b, s, n) for b, s, n in conn.execute(Q["run_counts"], args)]
+
+
 def next_due(conn: Conn, now_us: int) -> int | None:
     row = conn.execute(Q["next_due_reminder"], {"now": now_us}).fetchone()
     best: int | None = None if row is None else row[0]

@@ -8,7 +8,7 @@ import sqlite3
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Concatenate, ParamSpec, TypeVar
 from urllib.parse import parse_qsl, unquote
 
@@ -61,6 +61,9 @@ def _hub_for(path: str) -> NoticeHub:
     key = os.path.realpath(path)
     with _HUBS_LOCK:
         return _HUBS.setdefault(key, NoticeHub())
+
+
+_MICRO = timedelta(microseconds=1)
 
 
 class SqliteStorage(Storage):
@@ -271,6 +274,18 @@ class SqliteStorage(Storage):
 
     async def lease_holder(self, job_id: str, now: datetime) -> LeaseToken | None:
         return await self._run(False, _ops.lease_holder, job_id, to_us(now))
+
+    async def overdue(
+        self, now: datetime, due_before: datetime, limit: int = 100
+    ) -> tuple[int, list[tuple[str, datetime]]]:
+        count, rows = await self._run(False, _ops.overdue, to_us(now), to_us(due_before), limit)
+        return count, [(j, from_us(d)) for j, d in rows]
+
+    async def run_counts(
+        self, since: datetime, bucket: timedelta
+    ) -> list[tuple[datetime, str, int]]:
+        rows = await self._run(False, _ops.run_counts, to_us(since), bucket // _MICRO)
+        return [(from_us(b), s, n) for b, s, n in rows]
 
     async def next_due(self, now: datetime) -> datetime | None:
         due_us = await self._run(False, _ops.next_due, to_us(now))

@@ -224,3 +224,28 @@ SELECT value FROM meta WHERE key = ?;
 -- name: write_meta
 INSERT INTO meta (key, value) VALUES (?, ?)
 ON CONFLICT (key) DO UPDATE SET value = excluded.value;
+
+-- name: overdue_count
+SELECT count(*)
+FROM reminders AS r
+LEFT JOIN leases AS l ON l.job_id = r.job_id
+LEFT JOIN silos AS s ON s.silo_id = l.silo_id
+WHERE r.due_us < :before
+  AND (l.silo_id IS NULL OR l.expires_us <= :now OR s.status IN ('dead', 'stopped'));
+
+-- name: overdue_list
+SELECT r.job_id, r.due_us
+FROM reminders AS r
+LEFT JOIN leases AS l ON l.job_id = r.job_id
+LEFT JOIN silos AS s ON s.silo_id = l.silo_id
+WHERE r.due_us < :before
+  AND (l.silo_id IS NULL OR l.expires_us <= :now OR s.status IN ('dead', 'stopped'))
+ORDER BY r.due_us, r.job_id
+LIMIT :limit;
+
+-- name: run_counts
+SELECT (finished_us / :bucket) * :bucket AS b, stage, count(*)
+FROM runs
+WHERE finished_us >= :since
+GROUP BY b, stage
+ORDER BY b, stage;

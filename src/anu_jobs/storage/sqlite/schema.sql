@@ -72,6 +72,7 @@ CREATE TABLE runs (
     data         TEXT NOT NULL
 );
 CREATE INDEX runs_job ON runs (job_id, scheduled_us, run_id);
+CREATE INDEX runs_finished ON runs (finished_us);
 
 -- Small JSON documents about the store itself (a silo's declared jobs), by key.
 CREATE TABLE meta (
