@@ -238,7 +238,15 @@ def _machine() -> str:
     except OSError:
         pass
     when = datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
-    return f"{when}; {os.cpu_count()} CPUs (nproc), {cpu}; Python {platform.python_version()}"
+    try:
+        here = Path(__file__).parent
+        rev = subprocess.run(
+            ["git", "-C", str(here), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+        ).stdout.strip()
+    except OSError:
+        rev = ""
+    machine = f"{os.cpu_count()} CPUs (nproc), {cpu}; Python {platform.python_version()}"
+    return f"{when}; {machine}; commit {rev or '?'}"
 
 
 def table(args: argparse.Namespace, results: dict[str, list[Result]]) -> str:
