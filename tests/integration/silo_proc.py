@@ -1,13 +1,15 @@
-"""A silo in its own process, for crash and restart tests.
+"""A silo in its own process, for crash, restart and cluster tests.
 
-``python -m tests.integration.silo_proc DB_PATH MARKER_DIR`` runs a silo on the SQLite
-file until SIGTERM. Its jobs append lines to files in MARKER_DIR, so the test can see
-what ran, in which process, without going through the store.
+``python -m tests.integration.silo_proc STORE MARKER_DIR [LEASE_TTL DEAD_AFTER]`` runs a
+silo until SIGTERM. STORE is a SQLite path or a storage URL. The jobs append lines to
+files in MARKER_DIR (an independent ledger: what ran, which attempt, in which process),
+so tests can check what happened without trusting the store.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import sys
 from datetime import timedelta
@@ -33,12 +35,12 @@ class Record(Job):
 
 
 class LongOnFirstAttempt(Job):
-    """Hangs on its first attempt (the test kills the silo then); quick afterwards."""
+    """Hangs on its first attempt (the test kills or freezes the silo then); quick after."""
 
     async def execute(self, ctx: JobContext) -> None:
         mark("long.log", f"start {ctx.run_id} {ctx.attempt} {os.getpid()}")
         if ctx.attempt == 1:
-            await asyncio.sleep(60)
+            await asyncio.sleep(float(os.environ.get("ANU_TEST_LONG_SECONDS", "60")))
         mark("long.log", f"done {ctx.run_id} {ctx.attempt} {os.getpid()}")
 
 
@@ -54,16 +56,24 @@ class WaitsForCancel(Job):
         ctx.cancellation.raise_if_cancelled()
 
 
-def build(db: str) -> SiloBuilder:
+def build(store: str, lease_ttl: float = 2.0, dead_after: float = 1.0) -> SiloBuilder:
+    url = store if "://" in store else f"sqlite:///{store}"
     return (
         SiloBuilder()
-        .use_storage(f"sqlite:///{db}")
+        .use_storage(url)
         .use_jobs(Record, LongOnFirstAttempt, WaitsForCancel)
         .use_options(
-            lease_ttl=timedelta(seconds=2), dead_after=timedelta(seconds=1), drain_timeout=1.0
+            lease_ttl=timedelta(seconds=lease_ttl),
+            dead_after=timedelta(seconds=dead_after),
+            heartbeat=timedelta(seconds=min(1.0, dead_after / 2)),
+            drain_timeout=1.0,
         )
     )
 
 
 if __name__ == "__main__":
-    build(sys.argv[1]).build().run()
+    logging.basicConfig(
+        level=logging.WARNING, format=f"%(asctime)s {os.getpid()} %(name)s %(message)s"
+    )
+    args = sys.argv[3:5]
+    build(sys.argv[1], *(float(a) for a in args)).build().run()

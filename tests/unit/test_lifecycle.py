@@ -381,23 +381,47 @@ async def test_events_report_attempts_and_runs(make_silo: SiloFactory, clock: Fa
     heard: list[tuple[Any, ...]] = []
 
     class Recorder:
-        def attempt_started(self, job_type: str, method: str, lateness: float) -> None:
-            heard.append(("started", job_type, method, lateness))
+        def attempt_started(
+            self,
+            job_type: str,
+            job_id: str,
+            run_id: str,
+            method: str,
+            attempt: int,
+            lateness: float,
+        ) -> None:
+            heard.append(("started", job_type, job_id, run_id, method, attempt, lateness))
 
         def attempt_finished(
-            self, job_type: str, method: str, outcome: str, duration: float
+            self,
+            job_type: str,
+            job_id: str,
+            run_id: str,
+            method: str,
+            attempt: int,
+            outcome: str,
+            duration: float,
         ) -> None:
-            heard.append(("finished", job_type, method, outcome))
+            heard.append(("finished", job_type, job_id, run_id, method, attempt, outcome))
 
-        def run_finished(self, job_type: str, stage: str) -> None:
-            heard.append(("run", job_type, stage))
+        def run_finished(self, job_type: str, job_id: str, run_id: str, stage: str) -> None:
+            heard.append(("run", job_type, job_id, run_id, stage))
 
     async with make_silo(Compensated, configure=lambda b: b.use_events(Recorder())) as silo:
         await silo.client.schedule(Compensated, job_id="c", trigger=Once(delay=timedelta(0)))
         for _ in range(3):
             await settle()
             await clock.advance(30)
-        await silo.client.wait("c", timeout=2)
-    assert heard[0] == ("started", "Compensated", "execute", 0.0)
-    assert [h[3] for h in heard if h[0] == "finished"] == ["error", "error", "error", "ok"]
-    assert heard[-1] == ("run", "Compensated", "compensated")
+        run = await silo.client.wait("c", timeout=2)
+    assert run.stage is RunStage.COMPENSATED
+    # Every event names the job, its type and the one run they belong to.
+    assert {h[1:4] for h in heard} == {("Compensated", "c", run.run_id)}
+    assert heard[0] == ("started", "Compensated", "c", run.run_id, "execute", 1, 0.0)
+    # Each attempt starts then finishes, numbered; the compensation follows attempt 3.
+    assert [(h[0], h[4], h[5]) for h in heard[:-1]] == [
+        (kind, method, attempt)
+        for method, attempt in [("execute", 1), ("execute", 2), ("execute", 3), ("compensate", 3)]
+        for kind in ("started", "finished")
+    ]
+    assert [h[6] for h in heard if h[0] == "finished"] == ["error", "error", "error", "ok"]
+    assert heard[-1] == ("run", "Compensated", "c", run.run_id, "compensated")

@@ -1,7 +1,9 @@
-"""The ``anu-jobs`` typer app: ``demo``, ``run``, ``jobs``, ``show`` and ``runs``.
+"""The ``anu-jobs`` typer app: ``demo``, ``run``, ``jobs``, ``show`` and ``runs``; the
+operator commands in :mod:`anu_jobs.cli.ops` and :mod:`anu_jobs.cli.fires` register here.
 
 The store is ``--url`` (before or after the command), else ``ANU_JOBS_URL``, else
-``sqlite:///anu_jobs.db``. Exit codes: 0 ok, 1 not found, 2 bad input, 3 store unreachable.
+``sqlite:///anu_jobs.db``. Exit codes: 0 ok, 1 not found, 2 bad input, 3 store
+unreachable, 4 ``trigger --wait``: the run did not complete.
 """
 
 from __future__ import annotations
@@ -29,16 +31,26 @@ from anu_jobs.grain import JobStage, JobStatus, RunInfo
 from anu_jobs.hosting import DEFAULT_STORAGE_URL, JobClient, Silo
 from anu_jobs.storage import redact_url
 
-__all__ = ["EXIT_BAD_INPUT", "EXIT_NOT_FOUND", "EXIT_OK", "EXIT_STORE", "app", "main"]
+__all__ = [
+    "EXIT_BAD_INPUT",
+    "EXIT_NOT_FOUND",
+    "EXIT_OK",
+    "EXIT_RUN",
+    "EXIT_STORE",
+    "app",
+    "main",
+]
 
 EXIT_OK = 0
 EXIT_NOT_FOUND = 1
 EXIT_BAD_INPUT = 2
 EXIT_STORE = 3
+EXIT_RUN = 4
 
 EPILOG = (
-    "Exit codes: 0 ok; 1 not found; 2 bad input (usage, URL, job definition); "
-    "3 store unreachable.  The store is --url, else $ANU_JOBS_URL, "
+    "Exit codes: 0 ok; 1 not found; 2 bad input (usage, URL, job definition, a job's "
+    "stage that forbids the call); 3 store unreachable; 4 `trigger --wait`: the run did "
+    "not complete.  The store is --url, else $ANU_JOBS_URL, "
     f"else {DEFAULT_STORAGE_URL}."
 )
 

@@ -16,9 +16,13 @@ from rich.text import Text
 
 from anu_jobs.grain import JobStage, JobStatus, Progress, RunInfo, RunStage
 from anu_jobs.model import ErrorInfo
+from anu_jobs.storage import SiloInfo
+from anu_jobs.triggers import Cron, Trigger
 
 __all__ = [
     "duration",
+    "fire_json",
+    "fires_table",
     "iso",
     "job_json",
     "job_view",
@@ -27,9 +31,12 @@ __all__ = [
     "progress_bar",
     "run_json",
     "runs_view",
+    "silo_json",
+    "silos_table",
     "snapshot_lines",
     "stamp",
     "when",
+    "zone_of",
 ]
 
 DASH = "-"
@@ -262,6 +269,51 @@ def runs_view(runs: Sequence[RunInfo], now: datetime) -> RenderableType:
     return Group(*parts)
 
 
+def silos_table(silos: Sequence[SiloInfo], now: datetime) -> Table:
+    """``anu-jobs silos``: each silo with its host, pid, status and last heartbeat."""
+    table = Table(title=f"{len(silos)} silo(s)", title_justify="left", expand=False)
+    for name in ("silo id", "host", "pid", "status", "started (UTC)", "heartbeat (UTC)"):
+        table.add_column(name, no_wrap=True)
+    styles = {"active": "green", "stopping": "yellow", "stopped": "dim", "dead": "bold red"}
+    for silo in silos:
+        table.add_row(
+            silo.silo_id,
+            silo.host,
+            str(silo.pid),
+            Text(silo.status, style=styles.get(silo.status, "")),
+            stamp(silo.started_at, now),
+            when(silo.heartbeat_at, now),
+        )
+    return table
+
+
+def zone_of(trigger: Trigger) -> str:
+    """The zone a trigger's fire times are best read in: a cron's own, else UTC."""
+    return trigger.tz if isinstance(trigger, Cron) else "UTC"
+
+
+def _local(at: datetime, trigger: Trigger) -> datetime:
+    return at.astimezone(trigger.zone) if isinstance(trigger, Cron) else at
+
+
+def fires_table(fires: Sequence[tuple[datetime, Trigger]]) -> Table:
+    """``anu-jobs next``: each fire time in its trigger's zone (with the UTC offset and
+    the zone's abbreviation, so a daylight-saving change shows) and in UTC."""
+    table = Table(title=f"next {len(fires)} fire(s)", title_justify="left", expand=False)
+    for name in ("#", "local time", "zone", "UTC", "trigger"):
+        table.add_column(name, no_wrap=name != "trigger")
+    for n, (at, trigger) in enumerate(fires, 1):
+        local = _local(at, trigger)
+        table.add_row(
+            str(n),
+            local.strftime("%a %Y-%m-%d %H:%M:%S %Z (%z)"),
+            zone_of(trigger),
+            at.strftime("%Y-%m-%d %H:%M:%SZ"),
+            trigger.describe(),
+        )
+    return table
+
+
 # -- JSON ------------------------------------------------------------------------------
 
 
@@ -310,4 +362,27 @@ def job_json(job: JobStatus, *, transitions: bool = True) -> dict[str, Any]:
         "params": job.params,
         "created_at": iso(job.created_at),
         "updated_at": iso(job.updated_at),
+    }
+
+
+def fire_json(at: datetime, trigger: Trigger) -> dict[str, Any]:
+    """A fire time as JSON-ready data: UTC, local (ISO with offset), zone, trigger."""
+    return {
+        "at": iso(at),
+        "local": _local(at, trigger).isoformat(),
+        "zone": zone_of(trigger),
+        "trigger": trigger.describe(),
+    }
+
+
+def silo_json(silo: SiloInfo) -> dict[str, Any]:
+    """A silo as JSON-ready data."""
+    return {
+        "silo_id": silo.silo_id,
+        "host": silo.host,
+        "pid": silo.pid,
+        "status": silo.status,
+        "started_at": iso(silo.started_at),
+        "heartbeat_at": iso(silo.heartbeat_at),
+        "generation": silo.generation,
     }

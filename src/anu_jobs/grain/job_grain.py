@@ -39,17 +39,35 @@ MAX_INTERRUPTIONS = 5
 
 class JobEvents(Protocol):
     """What a job grain reports as it works (metrics, tracing). Calls are on the event
-    loop, must be quick, and must not raise."""
+    loop, must be quick, and must not raise.
 
-    def attempt_started(self, job_type: str, method: str, lateness: float) -> None:
+    ``attempt`` is the run's attempt number (1 for the first ``execute``, 2 for the first
+    retry...); a ``compensate`` attempt reports the number of the ``execute`` attempt it
+    follows. So a run starts exactly when ``method == "execute"`` and ``attempt == 1``.
+    """
+
+    def attempt_started(
+        self, job_type: str, job_id: str, run_id: str, method: str, attempt: int, lateness: float
+    ) -> None:
         """An attempt of ``execute`` or ``compensate`` began, ``lateness`` seconds after
-        the fire time (of the run's first attempt; retries report their wait too)."""
+        the run's fire time (a retry's lateness includes the backoff it waited)."""
 
-    def attempt_finished(self, job_type: str, method: str, outcome: str, duration: float) -> None:
-        """An attempt ended: ``ok``, ``error``, ``cancelled``, ``interrupted`` or ``lost``."""
+    def attempt_finished(
+        self,
+        job_type: str,
+        job_id: str,
+        run_id: str,
+        method: str,
+        attempt: int,
+        outcome: str,
+        duration: float,
+    ) -> None:
+        """An attempt ended after ``duration`` seconds (on the silo's clock): ``ok``,
+        ``error``, ``cancelled``, ``interrupted`` or ``lost``."""
 
-    def run_finished(self, job_type: str, stage: str) -> None:
-        """A run reached a terminal stage."""
+    def run_finished(self, job_type: str, job_id: str, run_id: str, stage: str) -> None:
+        """A run reached a terminal stage: ``completed``, ``failed``, ``compensated``,
+        ``cancelled`` or ``skipped``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -313,7 +331,9 @@ class JobGrain(GrainLogic):
         self.touch(run)
         self._finished.append(run.run_id)
         if self.options.events is not None:
-            self.options.events.run_finished(self.job_type, run.stage.value)
+            self.options.events.run_finished(
+                self.job_type, self.job_id, run.run_id, run.stage.value
+            )
 
     def touch(self, run: RunState) -> None:
         self._dirty[run.run_id] = run
@@ -351,7 +371,12 @@ class JobGrain(GrainLogic):
                 if self.options.events is not None:
                     lateness = ctx.started_at - ctx.scheduled_for
                     self.options.events.attempt_started(
-                        self.job_type, method, lateness.total_seconds()
+                        self.job_type,
+                        self.job_id,
+                        run.run_id,
+                        method,
+                        run.attempt,
+                        lateness.total_seconds(),
                     )
                 cls = self.cls
                 if cls is None:
@@ -402,7 +427,9 @@ class JobGrain(GrainLogic):
         events = self.options.events
         if events is not None and self._attempt_began is not None:
             took = (to_us(self.host.clock.now()) - self._attempt_began) / 1e6
-            events.attempt_finished(self.job_type, method, outcome.kind, took)
+            events.attempt_finished(
+                self.job_type, self.job_id, run.run_id, method, run.attempt, outcome.kind, took
+            )
         self._attempt_began = None
         if self._hard_cancel is not None:
             self._hard_cancel.cancel()

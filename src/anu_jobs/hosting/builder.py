@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime, timedelta
 from types import ModuleType
 from typing import Any
@@ -10,7 +11,7 @@ from anu_jobs.clock import Clock, SystemClock
 from anu_jobs.errors import ConfigurationError
 from anu_jobs.grain import GrainOptions, JobEvents
 from anu_jobs.hosting.client import check_job_id
-from anu_jobs.hosting.silo import DeclaredJob, Silo
+from anu_jobs.hosting.silo import DeclaredJob, Silo, SiloService
 from anu_jobs.model import Job, JobRegistry, validate_params
 from anu_jobs.runtime import RuntimeOptions
 from anu_jobs.storage import open_storage
@@ -19,6 +20,47 @@ from anu_jobs.triggers import Cron, Every, MisfirePolicy, Once, Trigger
 __all__ = ["DEFAULT_STORAGE_URL", "SiloBuilder"]
 
 DEFAULT_STORAGE_URL = "sqlite:///anu_jobs.db"
+
+log = logging.getLogger("anu_jobs.silo")
+
+
+class _FanOut:
+    """Several :class:`JobEvents` listeners as one; one that raises does not stop the rest."""
+
+    def __init__(self, listeners: list[JobEvents]) -> None:
+        self.listeners = listeners
+
+    def attempt_started(
+        self, job_type: str, job_id: str, run_id: str, method: str, attempt: int, lateness: float
+    ) -> None:
+        for each in self.listeners:
+            try:
+                each.attempt_started(job_type, job_id, run_id, method, attempt, lateness)
+            except Exception:
+                log.exception("%s.attempt_started failed", type(each).__name__)
+
+    def attempt_finished(
+        self,
+        job_type: str,
+        job_id: str,
+        run_id: str,
+        method: str,
+        attempt: int,
+        outcome: str,
+        duration: float,
+    ) -> None:
+        for each in self.listeners:
+            try:
+                each.attempt_finished(job_type, job_id, run_id, method, attempt, outcome, duration)
+            except Exception:
+                log.exception("%s.attempt_finished failed", type(each).__name__)
+
+    def run_finished(self, job_type: str, job_id: str, run_id: str, stage: str) -> None:
+        for each in self.listeners:
+            try:
+                each.run_finished(job_type, job_id, run_id, stage)
+            except Exception:
+                log.exception("%s.run_finished failed", type(each).__name__)
 
 
 class SiloBuilder:
@@ -37,7 +79,8 @@ class SiloBuilder:
         self._cancel_grace = timedelta(seconds=5)
         self._history_keep = 100
         self._drain_timeout = 30.0
-        self._events: JobEvents | None = None
+        self._events: list[JobEvents] = []
+        self._services: list[SiloService] = []
 
     def use_storage(self, url: str) -> SiloBuilder:
         """``sqlite:///path.db`` (the default, ``sqlite:///anu_jobs.db``), ``memory://``
@@ -70,9 +113,19 @@ class SiloBuilder:
         return self
 
     def use_events(self, events: JobEvents) -> SiloBuilder:
-        """Report attempts and runs to ``events`` (metrics, tracing); see
-        :class:`~anu_jobs.grain.JobEvents`."""
-        self._events = events
+        """Report attempts and runs to ``events`` (see :class:`~anu_jobs.grain.JobEvents`),
+        such as ``anu_jobs.metrics.PrometheusEvents`` or ``OtelEvents``. Each call adds a
+        listener; they hear every event in the order added, and one that raises is logged
+        and does not stop the others."""
+        self._events.append(events)
+        return self
+
+    def use_service(self, service: SiloService) -> SiloBuilder:
+        """Run ``service`` beside the silo (see :class:`~anu_jobs.hosting.silo.SiloService`),
+        such as ``anu_jobs.metrics.MetricsServer``: the silo starts it once it claims work
+        (a service that fails to start fails ``silo.start()``) and stops it once it has
+        drained, in the reverse order of these calls."""
+        self._services.append(service)
         return self
 
     def use_history(self, keep: int) -> SiloBuilder:
@@ -162,13 +215,17 @@ class SiloBuilder:
     def build(self) -> Silo:
         """Build the silo (nothing is opened until it starts)."""
         options = RuntimeOptions(**self._runtime)
+        # Even one listener goes through the fan-out, so a listener that raises never
+        # reaches the job grain.
+        events = _FanOut(list(self._events)) if self._events else None
         return Silo(
             storage=open_storage(self._url),
             registry=self._registry,
             clock=self._clock,
             declared=tuple(self._declared.values()),
             runtime_options=options,
-            grain_options=GrainOptions(cancel_grace=self._cancel_grace, events=self._events),
+            grain_options=GrainOptions(cancel_grace=self._cancel_grace, events=events),
             history_keep=self._history_keep,
             drain_timeout=self._drain_timeout,
+            services=tuple(self._services),
         )

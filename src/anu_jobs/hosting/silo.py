@@ -10,7 +10,7 @@ import signal
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any
+from typing import Any, Protocol
 
 from anu_jobs import _json
 from anu_jobs.clock import Clock
@@ -23,7 +23,7 @@ from anu_jobs.runtime import GrainHost, RuntimeOptions, SiloRuntime
 from anu_jobs.storage.base import StateEnvelope, Storage
 from anu_jobs.triggers import MisfirePolicy, Trigger
 
-__all__ = ["DeclaredJob", "Silo"]
+__all__ = ["DeclaredJob", "Silo", "SiloService"]
 
 log = logging.getLogger("anu_jobs.silo")
 
@@ -52,6 +52,18 @@ class DeclaredJob:
         return hashlib.sha256(_json.dumps(doc).encode()).hexdigest()[:16]
 
 
+class SiloService(Protocol):
+    """Something that runs beside a silo while it works, added with
+    ``SiloBuilder.use_service()``: an HTTP endpoint (``anu_jobs.metrics.MetricsServer``),
+    a reporter. Services start in the order added and stop in reverse."""
+
+    async def start(self, silo: Silo) -> None:
+        """Start; called once the silo claims work. Raising fails ``silo.start()``."""
+
+    async def stop(self) -> None:
+        """Stop; called once the silo has drained, before its store closes."""
+
+
 class Silo:
     """Hosts job grains: claims due jobs, runs them, records them.
 
@@ -69,6 +81,7 @@ class Silo:
         grain_options: GrainOptions,
         history_keep: int,
         drain_timeout: float,
+        services: tuple[SiloService, ...] = (),
     ) -> None:
         self.storage = storage
         self.registry = registry
@@ -82,6 +95,9 @@ class Silo:
             storage, clock, self._make_grain, runtime_options, maintenance=self._maintain
         )
         self.client = JobClient(storage, registry=registry, clock=clock, runtime=self.runtime)
+        #: what ``SiloBuilder.use_service()`` added, started and stopped with the silo
+        self.services = services
+        self._live: list[SiloService] = []
         self._started = False
 
     @property
@@ -114,6 +130,13 @@ class Silo:
             self._executor.shutdown(wait=False)
             raise
         self._started = True
+        try:
+            for service in self.services:
+                await service.start(self)
+                self._live.append(service)
+        except BaseException:
+            await self.stop()
+            raise
 
     async def stop(self, drain_timeout: float | None = None) -> None:
         """Stop claiming; let running attempts finish for up to ``drain_timeout`` seconds;
@@ -123,6 +146,12 @@ class Silo:
             return
         self._started = False
         await self.runtime.stop(self.drain_timeout if drain_timeout is None else drain_timeout)
+        live, self._live = self._live, []
+        for service in reversed(live):
+            try:
+                await service.stop()
+            except Exception as exc:
+                log.warning("stopping %s failed: %s", type(service).__name__, exc)
         await self.client.close()
         await self.storage.close()
         if self._executor is not None:

@@ -34,6 +34,8 @@ class PrometheusEvents:
     registry). One counter per kind of event, with the outcome as a label, as Prometheus
     prefers to a counter per outcome:
 
+    - ``anu_jobs_runs_started_total{job_type}``: runs begun (their first ``execute``
+      attempt started in this silo).
     - ``anu_jobs_attempts_started_total{job_type,method}``: attempts of ``execute`` or
       ``compensate`` begun (a retry is another attempt of the same run).
     - ``anu_jobs_attempts_running{job_type}``: attempts running in this silo now.
@@ -41,7 +43,7 @@ class PrometheusEvents:
       took; ``outcome`` is ``ok``, ``error``, ``cancelled``, ``interrupted`` or ``lost``.
       Its ``_count`` counts finished attempts.
     - ``anu_jobs_start_lateness_seconds{job_type}``: from a run's fire time to the start
-      of an ``execute`` attempt (for a retry, the backoff waited is included).
+      of its first ``execute`` attempt (retries, late by their backoff, are left out).
     - ``anu_jobs_runs_finished_total{job_type,stage}``: runs that reached a terminal stage:
       ``completed``, ``failed``, ``compensated``, ``cancelled`` or ``skipped``.
 
@@ -54,6 +56,12 @@ class PrometheusEvents:
 
         self.registry = registry if registry is not None else CollectorRegistry()
         reg = self.registry
+        self.runs_started = Counter(
+            "anu_jobs_runs_started",
+            "Runs whose first execute attempt began in this silo.",
+            ["job_type"],
+            registry=reg,
+        )
         self.attempts_started = Counter(
             "anu_jobs_attempts_started",
             "Attempts of a job's execute or compensate that began in this silo.",
@@ -75,7 +83,7 @@ class PrometheusEvents:
         )
         self.start_lateness = Histogram(
             "anu_jobs_start_lateness_seconds",
-            "Seconds from a run's fire time to the start of an execute attempt.",
+            "Seconds from a run's fire time to the start of its first execute attempt.",
             ["job_type"],
             buckets=LATENESS_BUCKETS,
             registry=reg,
@@ -88,25 +96,38 @@ class PrometheusEvents:
             registry=reg,
         )
 
-    # JobEvents: called on the event loop; must be quick and must not raise.
+    # JobEvents: called on the event loop; must be quick and must not raise. Job and run
+    # ids are not labels: one time series per job or run would grow without bound.
 
-    def attempt_started(self, job_type: str, method: str, lateness: float) -> None:
+    def attempt_started(
+        self, job_type: str, job_id: str, run_id: str, method: str, attempt: int, lateness: float
+    ) -> None:
         try:
             self.attempts_started.labels(job_type, method).inc()
             self.attempts_running.labels(job_type).inc()
-            if method == "execute":
+            if method == "execute" and attempt == 1:
+                self.runs_started.labels(job_type).inc()
                 self.start_lateness.labels(job_type).observe(max(lateness, 0.0))
         except Exception:  # a metric must never fail a job
             log.exception("recording an attempt's start failed")
 
-    def attempt_finished(self, job_type: str, method: str, outcome: str, duration: float) -> None:
+    def attempt_finished(
+        self,
+        job_type: str,
+        job_id: str,
+        run_id: str,
+        method: str,
+        attempt: int,
+        outcome: str,
+        duration: float,
+    ) -> None:
         try:
             self.attempts_running.labels(job_type).dec()
             self.attempt_duration.labels(job_type, method, outcome).observe(max(duration, 0.0))
         except Exception:
             log.exception("recording an attempt's end failed")
 
-    def run_finished(self, job_type: str, stage: str) -> None:
+    def run_finished(self, job_type: str, job_id: str, run_id: str, stage: str) -> None:
         try:
             self.runs_finished.labels(job_type, stage).inc()
         except Exception:

@@ -107,6 +107,13 @@ class SiloRuntime:
         self.fatal: BaseException | None = None
         self.claimed = 0
 
+    @property
+    def claiming(self) -> bool:
+        """Whether this silo claims due work now: from :meth:`start` until :meth:`stop`
+        begins (it is already False while a stop drains), or until the cluster declared
+        this silo dead."""
+        return self._claiming
+
     # -- lifecycle --------------------------------------------------------------------
 
     async def start(self) -> None:
