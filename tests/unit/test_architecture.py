@@ -21,6 +21,10 @@ ALLOWED = {
     "grain": {"model", "triggers", "runtime", "storage"},
     "hosting": {"grain", "model", "triggers", "runtime", "storage"},
     "testing": {"storage"},
+    # the operator surface: above hosting, never below it
+    "metrics": {"hosting", "grain", "model", "runtime", "storage"},
+    "dashboard": {"hosting", "grain", "model", "triggers", "storage"},
+    "cli": {"hosting", "grain", "model", "triggers", "storage", "dashboard", "metrics"},
 }
 LEAVES = {"errors", "clock", "_json", "_time"}
 

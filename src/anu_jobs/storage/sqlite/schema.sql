@@ -18,8 +18,8 @@ CREATE TABLE jobs (
     created_us INTEGER NOT NULL DEFAULT (CAST((julianday('now') - 2440587.5) * 86400000000 AS INTEGER)),
     updated_us INTEGER NOT NULL DEFAULT (CAST((julianday('now') - 2440587.5) * 86400000000 AS INTEGER))
 );
-CREATE INDEX jobs_stage ON jobs (stage);
-CREATE INDEX jobs_job_type ON jobs (job_type);
+CREATE INDEX jobs_stage ON jobs (stage, job_id);
+CREATE INDEX jobs_job_type ON jobs (job_type, job_id);
 
 -- Reminders: each job's one wake-up time. (due_us, job_id) is the due index: "what is
 -- due before T, earliest first" is a range scan that needs no sort, ties by job id.
@@ -72,7 +72,7 @@ CREATE TABLE runs (
     data         TEXT NOT NULL
 );
 CREATE INDEX runs_job ON runs (job_id, scheduled_us, run_id);
-CREATE INDEX runs_finished ON runs (finished_us);
+CREATE INDEX runs_finished ON runs (finished_us, stage);
 
 -- Small JSON documents about the store itself (a silo's declared jobs), by key.
 CREATE TABLE meta (
