@@ -3,20 +3,30 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from tests.pg import drop_schema, fresh_schema, postgres_url, with_schema
 
 from anu_jobs.storage import Storage, open_storage
 
+__all__ = ["postgres_url"]  # the session fixture, for the tests here
 
-@pytest.fixture(params=["memory", "sqlite"])
-def storage_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A URL of a fresh, empty store; both ``storage`` and ``twin`` open it."""
+
+@pytest.fixture(params=["memory", "sqlite", "postgres"])
+def storage_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A URL of a fresh, empty store; both ``storage`` and ``twin`` open it. PostgreSQL
+    stores are a new schema each, dropped after the test."""
     if request.param == "memory":
-        return f"memory://conformance-{uuid.uuid4().hex}"
-    return f"sqlite:///{tmp_path / 'jobs.db'}"
+        yield f"memory://conformance-{uuid.uuid4().hex}"
+    elif request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'jobs.db'}"
+    else:
+        server: str = request.getfixturevalue("postgres_url")
+        schema = fresh_schema()
+        yield with_schema(server, schema)
+        drop_schema(server, schema)
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""The conformance suite against the memory and SQLite providers."""
+"""The conformance suite against every provider: memory, SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -13,8 +13,9 @@ from anu_jobs.testing.storage_suite import StorageConformance
 class TestProviders(StorageConformance):
     @pytest.fixture
     async def twin(self, storage: Storage, storage_url: str) -> AsyncIterator[Storage]:
-        """A second storage object on the same store: the same memory name, or another
-        connection (and writer thread) on the same SQLite file."""
+        """A second storage object on the same store: the same memory name, another
+        connection (and writer thread) on the same SQLite file, or another pool and
+        listening connection on the same PostgreSQL schema (as a second process)."""
         other = open_storage(storage_url)
         await other.open()
         try:

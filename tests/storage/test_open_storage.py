@@ -55,8 +55,9 @@ async def test_sqlite_urls_take_relative_and_absolute_paths(
 @pytest.mark.parametrize(
     ("url", "message"),
     [
-        ("postgresql://u:secret@db/jobs", "not installed"),
-        ("postgres://u@db/jobs", "not installed"),
+        ("postgresql://u:secret@db/jobs?schema=no-dashes", "plain identifier"),
+        ("postgres://u:secret@db/jobs?connect_timeout=-1", "positive"),
+        ("postgres://u:secret@db/jobs?pool_max_size=many", "positive"),
         ("redis://localhost", "sqlite:///"),
         ("jobs.db", "memory://"),
         ("sqlite://", "names no file"),

@@ -21,7 +21,7 @@ from anu_jobs import (
     RunStage,
 )
 from anu_jobs.testing import FakeClock
-from tests.conftest import SiloFactory, eventually, settle
+from tests.conftest import SiloFactory, drive, eventually, settle
 
 
 class Noop(Job):
@@ -121,10 +121,8 @@ async def test_retries_back_off_then_fail(make_silo: SiloFactory, clock: FakeClo
     async with make_silo(Failing) as silo:
         await silo.client.schedule(Failing, job_id="f", trigger=Once(delay=timedelta(0)))
         start = clock.now()
-        await eventually(lambda: _stage(silo, "f", "retrying"), "the first retry")
-        await clock.advance(10)
-        await eventually(lambda: _attempt(silo, "f", 2, "retrying"), "the second retry")
-        await clock.advance(20)
+        await eventually(lambda: _stage(silo, "f", "retrying"), "the first failure")
+        await drive(clock, lambda: _done(silo, "f"), "the retries to be spent", step=1)
         run = await silo.client.wait("f", timeout=2)
     assert run.stage is RunStage.FAILED
     assert run.attempt == 3
@@ -140,9 +138,7 @@ async def test_compensation_runs_once_retries_are_spent(
 ) -> None:
     async with make_silo(Compensated) as silo:
         await silo.client.schedule(Compensated, job_id="c", trigger=Once(delay=timedelta(0)))
-        for _ in range(3):
-            await settle()
-            await clock.advance(30)
+        await drive(clock, lambda: _done(silo, "c"), "the run to end", step=5)
         run = await silo.client.wait("c", timeout=2)
     assert run.stage is RunStage.COMPENSATED
     assert [t.stage for t in run.transitions][-2:] == [RunStage.COMPENSATING, RunStage.COMPENSATED]
@@ -152,9 +148,7 @@ async def test_compensation_runs_once_retries_are_spent(
 async def test_failed_compensation_is_recorded(make_silo: SiloFactory, clock: FakeClock) -> None:
     async with make_silo(CompensationFails) as silo:
         await silo.client.schedule(CompensationFails, job_id="c", trigger=Once(delay=timedelta(0)))
-        for _ in range(3):
-            await settle()
-            await clock.advance(30)
+        await drive(clock, lambda: _done(silo, "c"), "the run to end", step=5)
         run = await silo.client.wait("c", timeout=2)
     assert run.stage is RunStage.FAILED
     assert run.error is not None and run.error.message == "boom 3"
@@ -261,7 +255,7 @@ async def test_timeout_fails_the_attempt(make_silo: SiloFactory, clock: FakeCloc
     async with make_silo(Slow) as silo:
         await silo.client.schedule(Slow, job_id="t", trigger=Once(delay=timedelta(0)))
         await eventually(lambda: _stage(silo, "t", "running"), "the attempt to run")
-        await clock.advance(5)
+        await drive(clock, lambda: _done(silo, "t"), "the attempt to time out", step=1)
         run = await silo.client.wait("t", timeout=2)
     assert run.stage is RunStage.FAILED
     assert run.error is not None and run.error.type == "JobTimeoutError"
@@ -409,9 +403,8 @@ async def test_events_report_attempts_and_runs(make_silo: SiloFactory, clock: Fa
 
     async with make_silo(Compensated, configure=lambda b: b.use_events(Recorder())) as silo:
         await silo.client.schedule(Compensated, job_id="c", trigger=Once(delay=timedelta(0)))
-        for _ in range(3):
-            await settle()
-            await clock.advance(30)
+        await eventually(lambda: _stage(silo, "c", "retrying"), "the first failure")
+        await drive(clock, lambda: _done(silo, "c"), "the run to end", step=5)
         run = await silo.client.wait("c", timeout=2)
     assert run.stage is RunStage.COMPENSATED
     # Every event names the job, its type and the one run they belong to.
@@ -425,3 +418,8 @@ async def test_events_report_attempts_and_runs(make_silo: SiloFactory, clock: Fa
     ]
     assert [h[6] for h in heard if h[0] == "finished"] == ["error", "error", "error", "ok"]
     assert heard[-1] == ("run", "Compensated", "c", run.run_id, "compensated")
+
+
+async def _done(silo: Any, job_id: str) -> bool:
+    status = await silo.client.get(job_id)
+    return status.current_run is None and status.last_run is not None

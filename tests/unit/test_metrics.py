@@ -39,7 +39,7 @@ from anu_jobs.metrics import (
 )
 from anu_jobs.storage import open_storage
 from anu_jobs.testing import FakeClock
-from tests.conftest import SiloFactory, settle
+from tests.conftest import SiloFactory, drive, eventually
 
 
 class Quick(Job):
@@ -69,10 +69,19 @@ async def run_both(silo: Silo, clock: FakeClock) -> tuple[RunInfo, RunInfo]:
     await silo.client.schedule(Quick, job_id="q", trigger=Once(delay=timedelta(0)))
     await silo.client.schedule(Undone, job_id="u", trigger=Once(delay=timedelta(0)))
     quick = await silo.client.wait("q", timeout=2)
-    for _ in range(3):
-        await settle()
-        await clock.advance(10)
+    await eventually(lambda: _retrying(silo, "u"), "Undone's first failure")
+    await drive(clock, lambda: _ended(silo, "u"), "Undone to be compensated", step=1)
     return quick, await silo.client.wait("u", timeout=2)
+
+
+async def _retrying(silo: Silo, job_id: str) -> bool:
+    run = (await silo.client.get(job_id)).current_run
+    return run is not None and run.stage.value == "retrying"
+
+
+async def _ended(silo: Silo, job_id: str) -> bool:
+    status = await silo.client.get(job_id)
+    return status.current_run is None and status.last_run is not None
 
 
 @pytest.fixture

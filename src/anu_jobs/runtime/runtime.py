@@ -10,6 +10,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from anu_jobs.clock import Clock
 from anu_jobs.runtime.activation import Activation
@@ -98,6 +99,7 @@ class SiloRuntime:
         self._wake = asyncio.Event()
         self._capacity = asyncio.Event()
         self._control_poke = asyncio.Event()
+        self._stop = asyncio.Event()
         self._drained = asyncio.Event()
         self._claiming = False
         self._running = False
@@ -168,6 +170,7 @@ class SiloRuntime:
                 act.save()
         await self.writer.stop()
         self._running = False
+        self._stop.set()  # loops leave at their next pause, even if a cancel gets swallowed
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -325,6 +328,31 @@ class SiloRuntime:
             if handle is not None:
                 handle.cancel()
 
+    async def _pause(self, seconds: float) -> bool:
+        """Sleep ``seconds`` of the clock's time; False when the silo stops meanwhile.
+
+        Loops rely on this, not only on task cancellation, to end: a store driver that
+        turns a cancellation into its own error would otherwise keep a loop alive.
+        """
+        if self._stop.is_set():
+            return False
+        woke: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        def wake() -> None:
+            if not woke.done():
+                woke.set_result(None)
+
+        handle = self.clock.call_at(self.clock.now() + timedelta(seconds=seconds), wake)
+        stop = asyncio.ensure_future(self._stop.wait())
+        either: set[asyncio.Future[Any]] = {stop, woke}
+        try:
+            await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            handle.cancel()
+            stop.cancel()
+            woke.cancel()
+        return not self._stop.is_set()
+
     async def _membership_loop(self) -> None:
         opts = self.options
         while self._running:
@@ -348,13 +376,15 @@ class SiloRuntime:
                 raise
             except Exception as exc:
                 log.warning("heartbeat failed: %s", exc)
-            await self.clock.sleep(opts.heartbeat.total_seconds())
+            if not await self._pause(opts.heartbeat.total_seconds()):
+                return
 
     async def _renew_loop(self) -> None:
         opts = self.options
         every = opts.lease_ttl.total_seconds() / 3
         while self._running:
-            await self.clock.sleep(every)
+            if not await self._pause(every):
+                return
             acts = [a for a in self.activations.values() if a.alive]
             if not acts:
                 continue
@@ -376,6 +406,8 @@ class SiloRuntime:
     async def _control_loop(self) -> None:
         while self._running:
             await self._wait(self._control_poke, self.clock.now() + self.options.poll_interval)
+            if not self._running:
+                return
             if not self.activations:
                 continue
             try:
@@ -392,7 +424,8 @@ class SiloRuntime:
 
     async def _maintenance_loop(self) -> None:
         while self._running:
-            await self.clock.sleep(self.options.maintenance_interval.total_seconds())
+            if not await self._pause(self.options.maintenance_interval.total_seconds()):
+                return
             if self._maintenance is None:
                 continue
             try:

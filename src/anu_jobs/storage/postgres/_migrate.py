@@ -1,15 +1,22 @@
-"""Bring a store's PostgreSQL schema up to date at open()."""
+"""Open a store: reach the server (retrying for a bounded time) and bring the schema
+up to date."""
 
 from __future__ import annotations
 
+import asyncio
+import re
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import psycopg
 from psycopg import sql
 
+from anu_jobs.errors import StorageUnavailableError
 from anu_jobs.storage.postgres._sql import migrations
 
-__all__ = ["SchemaTooNewError", "migrate"]
+__all__ = ["SchemaTooNewError", "connect_and_migrate", "migrate", "reason"]
+
+Conn = psycopg.AsyncConnection[Any]
 
 
 class SchemaTooNewError(Exception):
@@ -62,3 +69,47 @@ async def migrate(conn: psycopg.AsyncConnection[Any], schema: str) -> list[int]:
             )
             done.append(version)
     return done
+
+
+async def connect_and_migrate(
+    connect: Callable[[], Awaitable[Conn]], schema: str, deadline: float, url: str, total: float
+) -> Conn:
+    """A connection to a store whose schema is up to date, retrying with backoff until
+    ``deadline`` (loop time): a server that is starting or restarting gets a few
+    seconds, a dead one is reported then as :class:`StorageUnavailableError` naming
+    ``url`` (already redacted). Errors that waiting cannot cure fail at once."""
+    loop = asyncio.get_running_loop()
+    delay, attempts = 0.25, 0
+    while True:
+        attempts += 1
+        try:
+            conn = await asyncio.wait_for(connect(), timeout=max(deadline - loop.time(), 0.05))
+        except (psycopg.OperationalError, OSError, TimeoutError) as exc:
+            why = reason(exc)
+        else:
+            try:
+                # Never hang: generous, as it may wait for another silo's migration.
+                await asyncio.wait_for(migrate(conn, schema), deadline - loop.time() + 30)
+                return conn
+            except BaseException as exc:
+                await conn.close()
+                if isinstance(exc, SchemaTooNewError):
+                    raise StorageUnavailableError(url, str(exc)) from None
+                if not isinstance(exc, psycopg.OperationalError | TimeoutError):
+                    if isinstance(exc, psycopg.Error):
+                        raise StorageUnavailableError(url, reason(exc)) from None
+                    raise
+                why = reason(exc)
+        remaining = deadline - loop.time()
+        if remaining <= 0:
+            raise StorageUnavailableError(
+                url, f"{why} (gave up after {attempts} attempts in {total:g}s)"
+            )
+        await asyncio.sleep(min(delay, remaining))  # the last try is at the deadline
+        delay *= 2
+
+
+def reason(exc: BaseException) -> str:
+    """An error's message on one line (libpq's span several; none carry the password)."""
+    text = re.sub(r"\s+", " ", str(exc)).strip()
+    return text or type(exc).__name__

@@ -1,7 +1,8 @@
 -- The PostgreSQL provider's queries, one named block each ("-- name: NAME" opens a block).
 -- Every contract method is ONE statement run in autocommit mode (one round trip, one
--- implicit transaction); batches arrive as arrays read through unnest, so a statement's
--- text (and its prepared plan) does not depend on the batch size.
+-- implicit transaction); batches arrive as binary arrays read through unnest (or, for
+-- commit, as one JSON document), so a statement's text, and its prepared plan, does not
+-- depend on the batch size.
 --
 -- A lease is free when it has no holder (no row, or released), has expired, or its
 -- holder's status is dead or stopped; that rule is spelled out in each query that needs it.
@@ -33,8 +34,8 @@ SELECT count(*) FROM j;
 -- All or nothing: a duplicate id fails the statement, and so inserts none.
 WITH n AS (
     SELECT *
-    FROM unnest(%(job_ids)s::text[], %(folded)s::text[], %(job_types)s::text[],
-                %(stages)s::text[], %(states)s::text[], %(etags)s::bigint[], %(due)s::bigint[])
+    FROM unnest(%(job_ids)b::text[], %(folded)b::text[], %(job_types)b::text[],
+                %(stages)b::text[], %(states)b::text[], %(etags)b::bigint[], %(due)b::bigint[])
         AS n (job_id, folded, job_type, stage, state, etag, due_us)
 ), j AS (
     INSERT INTO jobs (job_id, job_id_folded, job_type, stage, state, etag)
@@ -44,16 +45,42 @@ INSERT INTO reminders (job_id, due_us)
 SELECT job_id, due_us FROM n WHERE due_us IS NOT NULL;
 
 -- name: existing_ids
-SELECT job_id FROM jobs WHERE job_id = ANY(%(job_ids)s::text[]);
+SELECT job_id FROM jobs WHERE job_id = ANY(%(job_ids)b::text[]);
 
 -- name: read_state
 SELECT job_id, job_type, stage, state, etag FROM jobs WHERE job_id = %(job_id)s;
 
 -- name: read_due_at
-SELECT job_id, due_us FROM reminders WHERE job_id = ANY(%(job_ids)s::text[]);
+SELECT job_id, due_us FROM reminders WHERE job_id = ANY(%(job_ids)b::text[]);
 
 -- name: stage_counts
 SELECT stage, count(*) FROM jobs GROUP BY stage;
+
+-- name: overdue
+WITH late AS MATERIALIZED (
+    SELECT r.job_id, r.due_us
+    FROM reminders AS r
+    LEFT JOIN leases AS l ON l.job_id = r.job_id
+    LEFT JOIN silos AS s ON s.silo_id = l.silo_id
+    WHERE r.due_us < %(before)s
+      AND (l.silo_id IS NULL OR l.expires_us <= %(now)s OR s.status IN ('dead', 'stopped'))
+), oldest AS (
+    SELECT job_id, due_us FROM late ORDER BY due_us, job_id LIMIT %(limit)s
+)
+SELECT (SELECT count(*) FROM late),
+       ARRAY(SELECT job_id FROM oldest ORDER BY due_us, job_id),
+       ARRAY(SELECT due_us FROM oldest ORDER BY due_us, job_id);
+
+-- name: run_counts
+-- Buckets floor towards minus infinity, as Python's // does.
+SELECT b, stage, count(*)
+FROM (
+    SELECT finished_us - ((finished_us %% %(bucket)s) + %(bucket)s) %% %(bucket)s AS b, stage
+    FROM runs
+    WHERE finished_us >= %(since)s
+) AS ended
+GROUP BY b, stage
+ORDER BY b, stage;
 
 -- name: claim_due
 -- Two sources: the first :limit free reminders in due order (a walk of reminders_due
@@ -82,7 +109,7 @@ WITH due AS MATERIALIZED (
       AND (l.silo_id IS NULL OR l.expires_us <= %(now)s OR s.status IN ('dead', 'stopped'))
     FOR NO KEY UPDATE OF j SKIP LOCKED
 ), chosen AS (
-    SELECT *
+    SELECT p.*, p.job_id IN (SELECT job_id FROM mail) AS has_mail
     FROM (
         SELECT DISTINCT ON (job_id) *
         FROM (SELECT * FROM due UNION ALL SELECT * FROM mail) AS u
@@ -105,10 +132,12 @@ SELECT c.job_id, c.job_type, c.stage, c.state, c.etag, c.due_us, t.epoch,
 FROM chosen AS c
 JOIN taken AS t ON t.job_id = c.job_id
 LEFT JOIN LATERAL (
+    -- Only jobs in `mail` have any (every free job with mail is there): the others
+    -- skip the lookup.
     SELECT array_agg(m.msg_id ORDER BY m.msg_id) AS ids,
            array_agg(m.body ORDER BY m.msg_id) AS bodies,
            array_agg(m.posted_us ORDER BY m.msg_id) AS posted
-    FROM control AS m WHERE m.job_id = c.job_id
+    FROM control AS m WHERE c.has_mail AND m.job_id = c.job_id
 ) AS mb ON true
 ORDER BY c.k, c.job_id;
 
@@ -138,7 +167,7 @@ LEFT JOIN LATERAL (
 
 -- name: renew_leases
 WITH t AS (
-    SELECT * FROM unnest(%(job_ids)s::text[], %(silo_ids)s::text[], %(epochs)s::bigint[])
+    SELECT * FROM unnest(%(job_ids)b::text[], %(silo_ids)b::text[], %(epochs)b::bigint[])
         AS t (job_id, silo_id, epoch)
 ), held AS MATERIALIZED (
     SELECT l.job_id
@@ -153,7 +182,7 @@ RETURNING l.job_id, l.silo_id, l.epoch;
 
 -- name: release_leases
 WITH t AS (
-    SELECT * FROM unnest(%(job_ids)s::text[], %(silo_ids)s::text[], %(epochs)s::bigint[])
+    SELECT * FROM unnest(%(job_ids)b::text[], %(silo_ids)b::text[], %(epochs)b::bigint[])
         AS t (job_id, silo_id, epoch)
 ), held AS MATERIALIZED (
     SELECT l.job_id
@@ -191,21 +220,26 @@ SELECT LEAST(
 
 -- name: commit
 -- One round of a batch: at most one write per job (the caller splits repeats into
--- later rounds, each a statement of its own that sees the rounds before). Returns, per
--- write in order: whether the job existed, whether its lease held (and the job's etag
--- as the lock saw it), and whether the write was applied.
+-- later rounds, each a statement of its own that sees the rounds before). The round
+-- arrives as ONE JSON document, an array of writes, each with its runs and acknowledged
+-- messages inside: one encoder call in Python, one parse here. `json` (not jsonb)
+-- values keep the text they were sent as, so states and run data are stored byte for
+-- byte as encoded. Every step below is driven by the rows of `held` (or `upd`) and
+-- reaches tables through their primary keys only: linear in the batch, whatever the
+-- planner estimates. Returns one row: the jobs whose lease held (with their etags as
+-- the lock saw them), the jobs updated, the jobs deleted, and the jobs that were gone.
 WITH w AS (
     SELECT *
-    FROM unnest(%(job_ids)s::text[], %(silo_ids)s::text[], %(epochs)s::bigint[],
-                %(expected)s::bigint[], %(job_types)s::text[], %(stages)s::text[],
-                %(states)s::text[], %(due)s::bigint[], %(releases)s::boolean[],
-                %(etags)s::bigint[])
-        WITH ORDINALITY
+    FROM ROWS FROM (
+        json_to_recordset(%(batch)s::json)
+            AS (i text, s text, e bigint, x bigint, t text, g text, st json, d bigint,
+                r boolean, n bigint, runs json, k bigint[])
+    ) WITH ORDINALITY
         AS w (job_id, silo_id, epoch, expected, job_type, stage, state, due_us, release,
-              etag, n)
+              etag, runs, acks, n)
 ), held AS MATERIALIZED (
     -- The fence: the lease row's newest version must still carry the token.
-    SELECT w.job_id, j.etag AS actual
+    SELECT w.*, j.etag AS actual
     FROM w
     JOIN jobs AS j ON j.job_id = w.job_id
     JOIN leases AS l ON l.job_id = w.job_id
@@ -214,75 +248,70 @@ WITH w AS (
     FOR NO KEY UPDATE OF j, l
 ), upd AS (
     UPDATE jobs AS j
-    SET job_type = w.job_type, stage = w.stage, state = w.state, etag = w.etag,
+    SET job_type = h.job_type, stage = h.stage, state = h.state::text, etag = h.etag,
         updated_us = (extract(epoch FROM now()) * 1000000)::bigint
-    FROM w JOIN held AS h ON h.job_id = w.job_id
-    WHERE j.job_id = w.job_id AND j.etag = w.expected AND w.state IS NOT NULL
-    RETURNING j.job_id
+    FROM held AS h
+    WHERE j.job_id = h.job_id AND j.etag = h.expected AND h.state IS NOT NULL
+    RETURNING j.job_id, h.due_us, h.release, h.runs, h.acks, h.n
 ), gone AS (
     DELETE FROM jobs AS j
-    USING w JOIN held AS h ON h.job_id = w.job_id
-    WHERE j.job_id = w.job_id AND j.etag = w.expected AND w.state IS NULL
+    USING held AS h
+    WHERE j.job_id = h.job_id AND j.etag = h.expected AND h.state IS NULL
     RETURNING j.job_id
-), set_due AS (
+), move_due AS (
+    -- Most writes move a reminder the job has: a plain update (an upsert would probe,
+    -- lock and then update each row).
+    UPDATE reminders AS r SET due_us = upd.due_us
+    FROM upd
+    WHERE r.job_id = upd.job_id AND upd.due_us IS NOT NULL AND r.due_us <> upd.due_us
+), add_due AS (
     INSERT INTO reminders AS r (job_id, due_us)
-    SELECT w.job_id, w.due_us
-    FROM w JOIN upd ON upd.job_id = w.job_id
-    WHERE w.due_us IS NOT NULL
-    ORDER BY w.job_id
+    SELECT upd.job_id, upd.due_us FROM upd
+    WHERE upd.due_us IS NOT NULL
+      AND NOT EXISTS (SELECT 1 FROM reminders AS old WHERE old.job_id = upd.job_id)
+    ORDER BY upd.job_id
     ON CONFLICT (job_id) DO UPDATE SET due_us = excluded.due_us
-    WHERE r.due_us <> excluded.due_us
 ), drop_due AS (
-    DELETE FROM reminders
-    WHERE job_id IN (SELECT w.job_id FROM w JOIN upd ON upd.job_id = w.job_id
-                     WHERE w.due_us IS NULL
-                     UNION ALL
-                     SELECT job_id FROM gone)
+    DELETE FROM reminders AS r
+    USING (SELECT job_id FROM upd WHERE due_us IS NULL UNION ALL SELECT job_id FROM gone) AS x
+    WHERE r.job_id = x.job_id
 ), released AS (
     UPDATE leases AS l SET silo_id = NULL
-    FROM w JOIN upd ON upd.job_id = w.job_id
-    WHERE l.job_id = w.job_id AND w.release
+    FROM upd WHERE l.job_id = upd.job_id AND upd.release
 ), drop_lease AS (
-    DELETE FROM leases WHERE job_id IN (SELECT job_id FROM gone)
+    DELETE FROM leases AS l USING gone WHERE l.job_id = gone.job_id
 ), drop_control AS (
-    DELETE FROM control WHERE job_id IN (SELECT job_id FROM gone)
+    DELETE FROM control AS m USING gone WHERE m.job_id = gone.job_id
 ), drop_runs AS (
-    DELETE FROM runs WHERE job_id IN (SELECT job_id FROM gone)
+    DELETE FROM runs AS r USING gone WHERE r.job_id = gone.job_id
 ), acked AS (
     DELETE FROM control AS m
-    USING unnest(%(ack_jobs)s::text[], %(ack_ids)s::bigint[]) AS a (job_id, msg_id)
-    WHERE m.msg_id = a.msg_id AND m.job_id = a.job_id
-      AND a.job_id IN (SELECT job_id FROM upd)
+    USING upd
+    WHERE upd.acks IS NOT NULL AND m.job_id = upd.job_id AND m.msg_id = ANY(upd.acks)
 ), saved AS (
-    -- A run named twice in the round: the last applied one wins.
+    -- A run named twice in the round: the last one wins.
     INSERT INTO runs AS r (run_id, job_id, job_type, stage, attempt, scheduled_us,
                            started_us, finished_us, silo_id, data)
-    SELECT DISTINCT ON (x.run_id)
-           x.run_id, x.job_id, x.job_type, x.stage, x.attempt, x.scheduled_us,
-           x.started_us, x.finished_us, x.silo_id, x.data
-    FROM unnest(%(run_owners)s::text[], %(run_ids)s::text[], %(run_job_ids)s::text[],
-                %(run_job_types)s::text[], %(run_stages)s::text[], %(run_attempts)s::int[],
-                %(run_scheduled)s::bigint[], %(run_started)s::bigint[],
-                %(run_finished)s::bigint[], %(run_silo_ids)s::text[], %(run_data)s::text[])
-        WITH ORDINALITY
-        AS x (owner, run_id, job_id, job_type, stage, attempt, scheduled_us, started_us,
-              finished_us, silo_id, data, n)
-    WHERE x.owner IN (SELECT job_id FROM upd)
-    ORDER BY x.run_id, x.n DESC
+    SELECT DISTINCT ON (x.i) x.i, x.j, x.t, x.s, x.a, x.sc, x.st, x.fi, x.si, x.d::text
+    FROM upd
+    CROSS JOIN LATERAL ROWS FROM (
+        json_to_recordset(upd.runs)
+            AS (i text, j text, t text, s text, a int, sc bigint, st bigint, fi bigint,
+                si text, d json)
+    ) WITH ORDINALITY AS x (i, j, t, s, a, sc, st, fi, si, d, k)
+    WHERE upd.runs IS NOT NULL
+    ORDER BY x.i, upd.n DESC, x.k DESC
     ON CONFLICT (run_id) DO UPDATE
     SET job_id = excluded.job_id, job_type = excluded.job_type, stage = excluded.stage,
         attempt = excluded.attempt, scheduled_us = excluded.scheduled_us,
         started_us = excluded.started_us, finished_us = excluded.finished_us,
         silo_id = excluded.silo_id, data = excluded.data
 )
-SELECT j.job_id IS NOT NULL, h.job_id IS NOT NULL, h.actual,
-       upd.job_id IS NOT NULL OR gone.job_id IS NOT NULL
-FROM w
-LEFT JOIN jobs AS j ON j.job_id = w.job_id
-LEFT JOIN held AS h ON h.job_id = w.job_id
-LEFT JOIN upd ON upd.job_id = w.job_id
-LEFT JOIN gone ON gone.job_id = w.job_id
-ORDER BY w.n;
+SELECT h.ids, h.etags, ARRAY(SELECT job_id FROM upd), ARRAY(SELECT job_id FROM gone),
+       ARRAY(SELECT w.job_id FROM w
+             WHERE w.job_id NOT IN (SELECT job_id FROM held)
+               AND NOT EXISTS (SELECT 1 FROM jobs AS j WHERE j.job_id = w.job_id))
+FROM (SELECT array_agg(job_id) AS ids, array_agg(actual) AS etags FROM held) AS h;
 
 -- name: post_control
 -- FOR KEY SHARE: a job deleted meanwhile waits for this insert, and then takes the
@@ -302,7 +331,7 @@ WHERE l.silo_id = %(silo_id)s
 ORDER BY m.msg_id;
 
 -- name: control_pending
-SELECT msg_id FROM control WHERE msg_id = ANY(%(msg_ids)s::bigint[]);
+SELECT msg_id FROM control WHERE msg_id = ANY(%(msg_ids)b::bigint[]);
 
 -- name: read_runs
 SELECT run_id, job_id, job_type, stage, attempt, scheduled_us, started_us, finished_us,
@@ -326,7 +355,7 @@ DELETE FROM runs WHERE run_id IN (
             PARTITION BY job_id ORDER BY scheduled_us DESC, run_id DESC
         ) AS rank
         FROM runs
-        WHERE stage = ANY(%(terminal)s::text[])
+        WHERE stage = ANY(%(terminal)b::text[])
     ) AS ranked
     WHERE rank > %(keep)s
 );
@@ -386,4 +415,4 @@ ON CONFLICT (key) DO UPDATE SET value = excluded.value;
 
 -- name: notify
 -- One NOTIFY per payload chunk, all in one statement.
-SELECT pg_notify(%(channel)s, payload) FROM unnest(%(payloads)s::text[]) AS payload;
+SELECT pg_notify(%(channel)s, payload) FROM unnest(%(payloads)b::text[]) AS payload;
