@@ -13,7 +13,6 @@ from typing import Annotated, Any
 
 import typer
 
-from anu_jobs._time import from_us
 from anu_jobs.cli import render
 from anu_jobs.cli.app import (
     EPILOG,
@@ -185,18 +184,7 @@ app.add_typer(db_app, name="db")
 async def _schema_versions(storage: Storage) -> list[tuple[int, datetime]] | None:
     """The migrations recorded in an open store, oldest first; None when the provider
     keeps no versioned schema (memory)."""
-    from anu_jobs.storage.sqlite import SqliteStorage
-
-    if not isinstance(storage, SqliteStorage):
-        return None
-
-    def read(conn: Any) -> list[tuple[int, int]]:
-        sql = "SELECT version, applied_us FROM schema_migrations ORDER BY version"
-        return [(int(v), int(at)) for v, at in conn.execute(sql)]
-
-    # The provider has no public call for it; its own connection thread reads the table.
-    rows = await storage._run(False, read)
-    return [(version, from_us(at)) for version, at in rows]
+    return await storage.schema_versions() or None
 
 
 @db_app.command("migrate", epilog=EPILOG)

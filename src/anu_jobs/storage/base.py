@@ -410,6 +410,11 @@ class Storage(ABC):
     # -- store metadata --------------------------------------------------------------
 
     @abstractmethod
+    async def schema_versions(self) -> list[tuple[int, datetime]]:
+        """The schema migrations applied to this store, oldest first, with when each was
+        applied; empty for a store that keeps no versioned schema (memory)."""
+
+    @abstractmethod
     async def read_meta(self, key: str) -> dict[str, Any] | None:
         """A small JSON document stored under ``key`` (the silo's declared jobs), or None."""
 

@@ -540,6 +540,9 @@ class MemoryStorage(Storage):
 
     # -- store metadata ------------------------------------------------------------------
 
+    async def schema_versions(self) -> list[tuple[int, datetime]]:
+        return []  # nothing persists, so nothing migrates
+
     async def read_meta(self, key: str) -> dict[str, Any] | None:
         db = self._db()
         with db.lock:

@@ -206,6 +206,11 @@ class StorageConformance:
         counts = await storage.run_counts(at(10), timedelta(seconds=60))
         assert counts == [(at(0), "completed", 1), (at(0), "failed", 1), (at(60), "completed", 1)]
 
+    async def test_schema_versions_are_increasing(self, storage: Storage) -> None:
+        versions = [v for v, _ in await storage.schema_versions()]
+        assert versions == sorted(set(versions))
+        assert all(v >= 1 for v in versions)
+
     async def test_insert_without_reminder_has_no_due_at(self, storage: Storage) -> None:
         await new_job(storage, "a", due=None)
         assert await storage.read_due_at(["a"]) == {}

@@ -303,6 +303,10 @@ async def list_silos(conn: Conn) -> list[SiloInfo]:
 # -- store metadata and notices ----------------------------------------------------------
 
 
+async def schema_versions(conn: Conn) -> list[tuple[int, int]]:
+    return [(int(v), int(at)) for v, at in await fetch(conn, "schema_versions")]
+
+
 async def read_meta(conn: Conn, key: str) -> dict[str, Any] | None:
     rows = await fetch(conn, "read_meta", key=key)
     return cast(dict[str, Any], _json.loads(rows[0][0])) if rows else None

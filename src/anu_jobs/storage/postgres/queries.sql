@@ -416,3 +416,6 @@ ON CONFLICT (key) DO UPDATE SET value = excluded.value;
 -- name: notify
 -- One NOTIFY per payload chunk, all in one statement.
 SELECT pg_notify(%(channel)s, payload) FROM unnest(%(payloads)b::text[]) AS payload;
+
+-- name: schema_versions
+SELECT version, applied_us FROM schema_migrations ORDER BY version;

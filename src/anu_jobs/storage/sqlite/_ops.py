@@ -379,6 +379,10 @@ def list_silos(conn: Conn) -> list[SiloInfo]:
 # -- store metadata -------------------------------------------------------------------
 
 
+def schema_versions(conn: Conn) -> list[tuple[int, int]]:
+    return [(int(v), int(at)) for v, at in conn.execute(Q["schema_versions"])]
+
+
 def read_meta(conn: Conn, key: str) -> dict[str, Any] | None:
     row = conn.execute(Q["read_meta"], (key,)).fetchone()
     return None if row is None else cast(dict[str, Any], _json.loads(row[0]))

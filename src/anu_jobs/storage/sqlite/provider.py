@@ -342,6 +342,9 @@ class SqliteStorage(Storage):
 
     # -- store metadata ------------------------------------------------------------------
 
+    async def schema_versions(self) -> list[tuple[int, datetime]]:
+        return [(v, from_us(at)) for v, at in await self._run(False, _ops.schema_versions)]
+
     async def read_meta(self, key: str) -> dict[str, Any] | None:
         return await self._run(False, _ops.read_meta, key)
 

@@ -249,3 +249,6 @@ FROM runs
 WHERE finished_us >= :since
 GROUP BY b, stage
 ORDER BY b, stage;
+
+-- name: schema_versions
+SELECT version, applied_us FROM schema_migrations ORDER BY version;
