@@ -38,8 +38,10 @@ from anu_jobs.model import Job, JobRegistry, validate_params
 from anu_jobs.runtime.grain import GrainHost
 from anu_jobs.storage import open_storage
 from anu_jobs.storage.base import (
+    ControlMessage,
     GrainWrite,
     JobQuery,
+    LeaseToken,
     NewJob,
     Notice,
     SiloInfo,
@@ -349,8 +351,13 @@ class JobClient:
         await self._await_consumed(msg_id)
 
     async def _apply_passive(
-        self, token: Any, env: StateEnvelope, msgs: Any, body: dict[str, Any]
+        self,
+        token: LeaseToken,
+        env: StateEnvelope,
+        msgs: Sequence[ControlMessage],
+        body: dict[str, Any],
     ) -> None:
+        """Apply a request to a job no silo holds, as a short-lived passive activation."""
         grain = JobGrain(
             _PassiveHost(env.job_id, token.silo_id, self.clock), env, self.registry, passive=True
         )
@@ -368,7 +375,13 @@ class JobClient:
             ack_control=tuple(m.msg_id for m in msgs),
             release=True,
         )
-        (result,) = await self.storage.commit([write])
+        try:
+            (result,) = await self.storage.commit([write])
+        except BaseException:
+            # Hand the lease back rather than leave the job stuck until it expires.
+            with contextlib.suppress(Exception):
+                await self.storage.release_leases([token])
+            raise
         if result.error is not None:
             raise result.error
         notices = [Notice("due", env.job_id, snap.due_at)]
