@@ -60,6 +60,7 @@ def build(store: str, lease_ttl: float = 2.0, dead_after: float = 1.0) -> SiloBu
     url = store if "://" in store else f"sqlite:///{store}"
     return (
         SiloBuilder()
+        .use_concurrency(int(os.environ.get("ANU_TEST_CONCURRENCY", "100")))
         .use_storage(url)
         .use_jobs(Record, LongOnFirstAttempt, WaitsForCancel)
         .use_options(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
 import signal
 import subprocess
 import sys
@@ -20,10 +22,11 @@ pytestmark = pytest.mark.slow
 
 
 class SiloProcess:
-    def __init__(self, db: Path, markers: Path) -> None:
+    def __init__(self, db: Path, markers: Path, concurrency: int = 100) -> None:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "tests.integration.silo_proc", str(db), str(markers)],
             cwd=ROOT,
+            env={**os.environ, "ANU_TEST_CONCURRENCY": str(concurrency)},
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
         )
@@ -153,3 +156,33 @@ async def test_cancel_from_another_process_reaches_the_running_attempt(
     assert run.transitions[-1].reason == "from the test process"
     assert lines(tmp_path / "cancel.log")[-1].endswith("cancelled=True")  # the token tripped
     assert took < 3.0  # the silo polls its inbox every second on SQLite
+
+
+async def test_runs_waiting_for_a_slot_survive_sigkill(
+    tmp_path: Path, procs: list[SiloProcess]
+) -> None:
+    """A run claimed but still waiting for one of the silo's slots when it dies is not lost."""
+    db = tmp_path / "jobs.db"
+    procs.append(SiloProcess(db, tmp_path, concurrency=1))
+    async with JobClient.connect(f"sqlite:///{db}", jobs=[LongOnFirstAttempt, Record]) as client:
+        await client.schedule(LongOnFirstAttempt, job_id="long", trigger=Once(delay=timedelta(0)))
+        wait_for(lambda: lines(tmp_path / "long.log"), "the long job to take the only slot")
+        for i in range(3):
+            await client.schedule(Record, job_id=f"queued-{i}", trigger=Once(delay=timedelta(0)))
+        waiting = 0
+        for _ in range(100):  # until the silo has claimed one, still waiting for the slot
+            statuses = [await client.get(f"queued-{i}") for i in range(3)]
+            waiting = sum(
+                1 for s in statuses if s.current_run and s.current_run.stage is RunStage.SCHEDULED
+            )
+            if waiting:
+                break
+            await asyncio.sleep(0.05)
+        assert waiting, "the silo never claimed a queued job"
+        procs[0].kill()
+        procs.append(SiloProcess(db, tmp_path))
+        for i in range(3):
+            run = await client.wait(f"queued-{i}", timeout=20)
+            assert run.stage is RunStage.COMPLETED
+        assert (await client.wait("long", timeout=20)).attempt == 2
+        procs[1].terminate()

@@ -275,6 +275,14 @@ class JobGrain(GrainLogic):
                 self._start(run, "execute")
         elif (
             st.run is not None
+            and st.run.stage is RunStage.SCHEDULED
+            and self._task_run is None
+            and not self.passive
+        ):
+            # Taken over from an activation that died before the run's first attempt.
+            self._start(st.run, "execute")
+        elif (
+            st.run is not None
             and st.run.stage is RunStage.RETRYING
             and self._task_run is None
             and not self.passive

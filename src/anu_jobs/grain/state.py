@@ -210,12 +210,13 @@ class JobState:
     def due_us(self) -> int | None:
         """When the grain must wake next, as its reminder says.
 
-        While an attempt runs, the reminder stays at the run's fire time, already past:
-        should the activation die, the job is due again as soon as its lease lapses.
+        While a run is in flight (waiting for a slot, running, compensating), the reminder
+        stays at its fire time, already past: should the activation die, the job is due
+        again as soon as its lease lapses, and the next activation picks the run up.
         """
         run = self.run
         if run is not None:
-            if run.stage in (RunStage.RUNNING, RunStage.COMPENSATING):
+            if run.stage in (RunStage.SCHEDULED, RunStage.RUNNING, RunStage.COMPENSATING):
                 return run.scheduled_for
             if run.stage is RunStage.RETRYING and run.next_attempt_at is not None:
                 nxt = self.next_fire_us() if self.stage is JobStage.ACTIVE else None
