@@ -349,7 +349,13 @@ class JobGrain(GrainLogic):
     # -- attempts --------------------------------------------------------------------
 
     def _start(self, run: RunState, method: str) -> None:
-        """Start an attempt of ``execute`` (or the compensation) as a task of the activation."""
+        """Start an attempt of ``execute`` (or the compensation) as a task of the activation.
+
+        Not while the silo stops: the run stays on record as it is (scheduled, retrying,
+        compensating) with its reminder due, and the next silo to take the job starts it.
+        """
+        if not self.host.accepting:
+            return
         runner = AttemptRunner(self.host.clock, self.options.executor)
         token = CancellationToken()
         self._runner, self._token, self._task_run = runner, token, run
@@ -361,6 +367,9 @@ class JobGrain(GrainLogic):
     ) -> None:
         outcome: Outcome
         async with self.host.run_slot():
+            if not self.host.accepting and self.alive:
+                self.host.turn(self._abandon)  # the silo began to stop while this waited
+                return
             if token.is_cancelled or not self.alive:
                 outcome = Outcome("cancelled" if self._cancel_reason else "lost")
             else:
@@ -393,6 +402,9 @@ class JobGrain(GrainLogic):
                 else:
                     outcome = await runner.run(cls, method, ctx, token, cls.timeout)
         self.host.turn(lambda: self._attempt_done(run, method, outcome))
+
+    def _abandon(self) -> None:
+        self._task_run = self._runner = self._token = None
 
     def _begin(self, run: RunState, method: str, token: CancellationToken) -> JobContext:
         st = self.state

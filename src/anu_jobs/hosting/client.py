@@ -105,6 +105,10 @@ class _PassiveHost(GrainHost):
         self.silo_id = silo_id
         self.clock = clock
 
+    @property
+    def accepting(self) -> bool:
+        return False
+
     def save(self) -> asyncio.Future[None]:
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         fut.set_result(None)

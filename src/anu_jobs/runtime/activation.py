@@ -55,12 +55,18 @@ class Activation(GrainHost):
         self._timer: TimerHandle | None = None
         self._timer_at: datetime | None = None
         self._waiters: list[asyncio.Future[None]] = []
+        # Waiters whose change is in the write now in flight; later ones wait for the next.
+        self._in_flight_waiters: list[asyncio.Future[None]] = []
         self._acks: list[int] = []
         self._queued = False
         self.tasks: set[asyncio.Task[None]] = set()
         self.logic: GrainLogic = factory(self, envelope)
 
     # -- GrainHost ------------------------------------------------------------------
+
+    @property
+    def accepting(self) -> bool:
+        return self.alive and self.runtime.claiming
 
     def save(self) -> asyncio.Future[None]:
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -149,8 +155,13 @@ class Activation(GrainHost):
             merged.update((r.run_id, r) for r in snap.runs)
             runs = tuple(merged.values())
             self._carry_runs = ()
-        if self.releasing and (self.logic.is_busy() or self._wants_to_stay()):
+        if (
+            self.releasing
+            and self.runtime.claiming
+            and (self.logic.is_busy() or self._wants_to_stay())
+        ):
             self.releasing = False  # work arrived since it was marked idle
+        self._in_flight_waiters, self._waiters = self._waiters, []
         self._pending_finished = self._carry_finished + snap.finished_runs
         self._carry_finished = ()
         acks, self._acks = tuple(self._acks), []
@@ -172,7 +183,7 @@ class Activation(GrainHost):
         return at is not None and at <= self.runtime.hold_until()
 
     def write_done(self, write: GrainWrite, result: WriteResult) -> None:
-        waiters, self._waiters = self._waiters, []
+        waiters, self._in_flight_waiters = self._in_flight_waiters, []
         if result.ok:
             assert result.etag is not None or write.state is None
             self.etag = result.etag if result.etag is not None else self.etag
@@ -198,6 +209,8 @@ class Activation(GrainHost):
         self._acks = list(self._in_flight_acks) + self._acks
         self._carry_runs = write.runs
         self._carry_finished = self._pending_finished
+        self._waiters = self._in_flight_waiters + self._waiters
+        self._in_flight_waiters = []
         self._queued = True
 
     def lose(self, reason: str) -> None:
@@ -215,11 +228,12 @@ class Activation(GrainHost):
             self._timer.cancel()
             self._timer = None
         self.runtime.deactivated(self)
-        for fut in self._waiters:
+        for fut in self._in_flight_waiters + self._waiters:
             if not fut.done():
                 fut.set_exception(LeaseLostError(self.job_id, self.silo_id, self.lease.epoch))
                 fut.exception()
         self._waiters = []
+        self._in_flight_waiters = []
 
     _pending_finished: tuple[str, ...] = ()
     _carry_finished: tuple[str, ...] = ()

@@ -41,6 +41,12 @@ class GrainHost(ABC):
     silo_id: str
     clock: Clock
 
+    @property
+    @abstractmethod
+    def accepting(self) -> bool:
+        """Whether the grain may start new work (attempts). False once the silo stops:
+        work not yet started stays on record for the next silo."""
+
     @abstractmethod
     def save(self) -> asyncio.Future[None]:
         """Ask for the grain's state to be written; the future resolves once it is durable

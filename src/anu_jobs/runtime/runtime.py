@@ -89,7 +89,8 @@ class SiloRuntime:
         self.storage = storage
         self.clock = clock
         self.options = options or RuntimeOptions()
-        self.silo_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.silo_id = _new_silo_id()
+        self.generation = 1
         self._factory = factory
         self._maintenance = maintenance
         self.activations: dict[str, Activation] = {}
@@ -276,7 +277,10 @@ class SiloRuntime:
     async def _claim_loop(self) -> None:
         opts = self.options
         backoff = 0.05
-        while self._claiming:
+        while not self._stop.is_set():
+            if not self._claiming:  # stopping, or rejoining after being declared dead
+                await self._wait(self._wake, None)
+                continue
             try:
                 now = self.clock.now()
                 room = 2 * opts.max_concurrency - len(self._busy)
@@ -353,21 +357,45 @@ class SiloRuntime:
             woke.cancel()
         return not self._stop.is_set()
 
+    async def _rejoin(self, now: datetime) -> None:
+        """The cluster declared this silo dead (it was frozen or cut off for too long):
+        its leases are gone and its writes are fenced off. Drop every activation and join
+        again as a new silo; a dead silo never comes back under its old identity."""
+        old = self.silo_id
+        self._claiming = False
+        for act in list(self.activations.values()):
+            act.lose("this silo was declared dead")
+        self.silo_id = _new_silo_id()
+        self.generation += 1
+        await self.storage.register_silo(
+            SiloInfo(
+                self.silo_id,
+                socket.gethostname(),
+                os.getpid(),
+                now,
+                now,
+                generation=self.generation,
+            )
+        )
+        log.error(
+            "silo %s was declared dead by the cluster; dropped its activations and joined "
+            "again as %s (generation %d)",
+            old,
+            self.silo_id,
+            self.generation,
+        )
+        if self._running and not self._stop.is_set():
+            self._claiming = True
+            self._wake.set()
+
     async def _membership_loop(self) -> None:
         opts = self.options
         while self._running:
             try:
                 now = self.clock.now()
                 if not await self.storage.heartbeat(self.silo_id, now):
-                    log.error(
-                        "silo %s was declared dead by the cluster; dropping all activations",
-                        self.silo_id,
-                    )
-                    self._claiming = False
-                    for act in list(self.activations.values()):
-                        act.lose("this silo was declared dead")
-                    self._wake.set()
-                    return
+                    await self._rejoin(now)
+                    continue
                 dead = await self.storage.declare_dead(now, now - opts.dead_after)
                 if dead:
                     log.warning("declared dead: %s", ", ".join(dead))
@@ -434,3 +462,8 @@ class SiloRuntime:
                 raise
             except Exception as exc:
                 log.warning("maintenance failed: %s", exc)
+
+
+def _new_silo_id() -> str:
+    """``host-pid-nonce``: unique per start, and per rejoin after being declared dead."""
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
