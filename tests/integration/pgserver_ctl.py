@@ -83,4 +83,3 @@ class OwnedPostgres:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             self._server.cleanup()
-

@@ -1,7 +1,9 @@
-"""Database faults under real silo processes: a PostgreSQL restart under load, a server
-that cannot be reached at start, and a graceful stop that hands its leases over at once.
+"""Database faults under real silo processes: a PostgreSQL restart under load, one silo
+cut off from the database, a fire recorded by a silo lost before it started, a slow
+store, a server that cannot be reached at start, and graceful stops that hand their
+leases over at once.
 
-The restart test owns its server (``pgserver_ctl.OwnedPostgres``, in ``tmp_path``) and
+The restart and cut-off tests own their server (``pgserver_ctl.OwnedPostgres``, in ``tmp_path``) and
 never touches the machine's shared one. The jobs keep an independent ledger of their
 executions in marker files (``silo_proc``), checked against the store.
 """
@@ -9,21 +11,27 @@ executions in marker files (``silo_proc``), checked against the store.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
+import traceback
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 
-from anu_jobs import Every, JobClient, JobSpec, Once, RunStage, SiloBuilder
+from anu_jobs import Every, Job, JobClient, JobContext, JobSpec, Once, RunStage, SiloBuilder
+from anu_jobs._time import from_us, from_us_opt
 from anu_jobs.errors import StorageError, StorageUnavailableError
+from anu_jobs.grain.state import JobState, RunState, run_id_for
+from anu_jobs.storage.base import GrainWrite, SiloInfo, Storage
 from tests.integration.pgserver_ctl import OwnedPostgres
 from tests.integration.silo_proc import LongOnFirstAttempt, Record
 
@@ -161,16 +169,16 @@ async def test_postgres_restart_under_load(
         await asyncio.to_thread(owned_pg.restart)
         restarted = datetime.now(UTC)
 
-        await until(lambda: finished(client, "once-", ONCE), "every one-time job to run", 25)
+        await until(lambda: finished(client, "once-", ONCE), "every one-time job to run", 20)
         # Recurring jobs go on: every one of them fires again, well after the restart.
         after = restarted + timedelta(seconds=2)
         await until(
-            lambda: _every_fired_since(tmp_path / "record.log", after),
+            lambda: not _silent_since(tmp_path / "record.log", after),
             "every recurring job to fire after the restart",
-            15,
+            10,
         )
         assert all(s.running for s in silos), "a silo process died: " + _tails(silos)
-        statuses = {s.silo_id: s.status for s in await client.silos()}
+        statuses = await client.silos()
 
         # The store: one terminal record per run, and the ledger agrees with it.
         once_runs = {}
@@ -183,23 +191,33 @@ async def test_postgres_restart_under_load(
             ends = [t.stage for t in run.transitions if t.stage in TERMINAL]
             assert len(ends) <= 1, f"{run.run_id} ended twice: {ends}"
 
+        # Every fire executed more than once was re-run as a later attempt of the same run
+        # (its earlier attempt cut off by the outage), and the store kept the later one.
+        attempts: dict[str, list[int]] = defaultdict(list)
+        for e in ledger(tmp_path / "record.log"):
+            attempts[e[1]].append(int(e[2]))
+        twice = {r: a for r, a in attempts.items() if len(a) != len(set(a))}
+        assert not twice, f"an attempt was executed twice: {twice}"
+        rerun = {r: a for r, a in attempts.items() if len(a) > 1}
+        for run_id, seen in rerun.items():
+            job_id = run_id.rsplit("@", 1)[0]
+            [stored] = [r for r in await client.runs(job_id) if r.run_id == run_id]
+            assert stored.stage is RunStage.COMPLETED and stored.attempt >= max(seen), stored
+
     codes = [s.stop() for s in silos]
     entries = ledger(tmp_path / "record.log")
-    executions = Counter(e[1] for e in entries)
-    attempts: dict[str, list[int]] = defaultdict(list)
-    for e in entries:
-        attempts[e[1]].append(int(e[2]))
-    # A fire runs twice only when its first attempt was cut off: then as the next attempt.
-    same_attempt_twice = {r: a for r, a in attempts.items() if len(a) != len(set(a))}
-    assert not same_attempt_twice, f"an attempt was executed twice: {same_attempt_twice}"
-    rerun = {r: a for r, a in attempts.items() if len(a) > 1}
-    for run_id, seen in rerun.items():
-        if run_id in once_runs:
-            assert once_runs[run_id].attempt == max(seen), (run_id, seen, once_runs[run_id])
     assert {e[1] for e in entries if e[0].startswith("once-")} == set(once_runs)
+    # Recovered: both silo processes are members again (one declared dead by the other
+    # during the outage joins again under a new id), and they ran the later fires.
+    shown = [(s.pid, s.status) for s in statuses]
+    active = {str(s.pid) for s in statuses if s.status == "active"}
+    assert {s.pid for s in silos} <= active, shown
+    late = {e[3] for e in entries if fire_time(e[1]) > after}
+    assert late and late <= active, (late, shown)
     print(
-        f"\n{len(entries)} executions of {len(executions)} fires; "
-        f"{len(rerun)} fire(s) re-run after a cut-off attempt; silo statuses {statuses}"
+        f"\n{len(entries)} executions of {len({e[1] for e in entries})} fires; "
+        f"{len(rerun)} fire(s) re-run as a next attempt after a cut-off one; "
+        f"silo ids after the restart (pid, status): {shown}"
     )
 
     assert codes == [0, 0], _tails(silos)
@@ -207,13 +225,12 @@ async def test_postgres_restart_under_load(
         err = silo.stderr()
         assert "Traceback" not in err, err
         assert "failed" in err, f"silo {silo.pid} logged nothing about the outage:\n{err}"
-    # Both silos came through: neither was declared dead by the other because of the outage.
-    assert sorted(statuses.values()) == ["active", "active"], (statuses, _tails(silos))
 
 
-def _every_fired_since(path: Path, since: datetime) -> bool:
+def _silent_since(path: Path, since: datetime) -> set[str]:
+    """The recurring jobs that have not run a fire due after ``since``."""
     fired = {e[0] for e in ledger(path) if e[0].startswith("every-") and fire_time(e[1]) > since}
-    return len(fired) == EVERY
+    return {f"every-{i}" for i in range(EVERY)} - fired
 
 
 async def _gte(count: Any, n: int) -> bool:
@@ -222,6 +239,216 @@ async def _gte(count: Any, n: int) -> bool:
 
 def _tails(silos: list[SiloProcess]) -> str:
     return "\n".join(f"--- silo {s.pid}:\n{s.stderr()[-3000:]}" for s in silos)
+
+
+# -- 1b. one silo cut off from the database for longer than dead_after -------------------
+
+
+async def test_a_silo_cut_off_longer_than_dead_after_comes_back_or_exits(
+    owned_pg: OwnedPostgres, tmp_path: Path, silos: list[SiloProcess]
+) -> None:
+    """A silo cut off from the database for longer than dead_after is declared dead by
+    the others; once back, it must not idle for good as a member nobody counts (it did
+    before the rejoin in SiloRuntime._membership_loop: heartbeat() False, claiming
+    stopped, loop returned, process alive and useless)."""
+    admin = await psycopg.AsyncConnection.connect(owned_pg.url, autocommit=True)
+    try:
+        await admin.execute("CREATE ROLE cut LOGIN SUPERUSER")
+        cut_url = owned_pg.url.replace("postgresql://postgres:", "postgresql://cut:", 1)
+        silos.append(SiloProcess(owned_pg.url, tmp_path, lease_ttl=2, dead_after=1))
+        silos.append(SiloProcess(cut_url, tmp_path, lease_ttl=2, dead_after=1))
+        async with JobClient.connect(owned_pg.url) as client:
+            await until(lambda: _gte(active_silos(client), 2), "two silos to join", 15)
+            # The second silo loses the database (its sessions cut, no new ones) for 2.5 s,
+            # as in a network partition; the first one keeps it.
+            await admin.execute("ALTER ROLE cut NOLOGIN")
+            await admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'cut'"
+            )
+            await asyncio.sleep(2.5)
+            await admin.execute("ALTER ROLE cut LOGIN")
+            await asyncio.sleep(2)  # time to reconnect and find out
+
+            async def each_silo_serves_or_exited() -> bool:
+                active = {s.pid for s in await client.silos() if s.status == "active"}
+                return all(int(p.pid) in active or not p.running for p in silos)
+
+            try:
+                await until(each_silo_serves_or_exited, "each silo to be active or gone", 6)
+            finally:
+                print(f"\nsilos: {[(s.pid, s.status) for s in await client.silos()]}")
+    finally:
+        await admin.close()
+
+
+# -- 1c. a fire written down by a silo lost before its attempt began --------------------
+
+
+@pytest.mark.parametrize("kind", ["every", "once"])
+async def test_a_fire_recorded_but_not_started_by_a_lost_silo_still_runs(
+    kind: str, pg_url: str, tmp_path: Path, silos: list[SiloProcess]
+) -> None:
+    """A run stored as "scheduled" by a silo lost before the attempt began (its attempt
+    waited for a slot) keeps its reminder and is started by the next activation. Before
+    e0c2257 an Every job was wedged (each later fire skipped as an overlap) and a Once job
+    lost its reminder; the restart test above hit it about once in ten runs."""
+    trigger = Every(timedelta(seconds=1)) if kind == "every" else Once(delay=timedelta(seconds=1))
+    async with JobClient.connect(pg_url, jobs=[Record]) as client:
+        storage = client.storage
+        await client.schedule(Record, job_id="j", trigger=trigger)
+        await asyncio.sleep(1.1)  # the fire is due; no silo runs yet
+        # What a silo writes when the fire comes due while all its slots are taken (as when
+        # its attempts wait on a database that went away): the run, not yet started. Then
+        # the silo is declared dead.
+        now = datetime.now(UTC)
+        await storage.register_silo(SiloInfo("lost-silo", "elsewhere", 1, now, now))
+        taken = await storage.acquire_lease("j", "lost-silo", now, now + timedelta(seconds=30))
+        assert taken is not None
+        lease, envelope, _ = taken
+        state = JobState.from_json(envelope.state)
+        fire = state.next[0]
+        assert fire is not None
+        run = RunState(run_id_for("j", from_us(fire)), fire, state.triggers[0].describe())
+        run.move(RunStage.SCHEDULED, fire)
+        state.run = run
+        state.next = [fire + 1_000_000 if kind == "every" else None]
+        write = GrainWrite(
+            lease=lease,
+            expected_etag=envelope.etag,
+            job_type=envelope.job_type,
+            stage=state.stage.value,
+            state=state.to_json(),
+            due_at=from_us_opt(state.due_us()),
+        )
+        [result] = await storage.commit([write])
+        assert result.ok
+        await storage.set_silo_status("lost-silo", "dead", now)
+
+        silos.append(SiloProcess(pg_url, tmp_path, lease_ttl=2, dead_after=1))
+
+        async def ran() -> bool:
+            return any(
+                r.run_id == run.run_id and r.stage is RunStage.COMPLETED
+                for r in await client.runs("j")
+            )
+
+        try:
+            await until(ran, f"the run {run.run_id} to complete", 6)
+        finally:
+            status = await client.get("j")
+            print(f"\n{kind}: current run {status.current_run}, next fire {status.next_fire_at}")
+
+
+# -- 1d. an attempt is on record before its code runs, even on a slow store -------------
+
+#: (run id, attempt, the stored run when execute began) for each execution of ProbeStore
+_probes: list[tuple[str, int, Any]] = []
+_probe_store: list[Storage] = []
+
+
+class ProbeStore(Job):
+    """Reads the store as its code starts: its run must already be recorded as running."""
+
+    async def execute(self, ctx: JobContext) -> None:
+        envelope = await _probe_store[0].read_state(ctx.job_id)
+        assert envelope is not None
+        _probes.append((ctx.run_id, ctx.attempt, envelope.state.get("run")))
+
+
+async def test_an_attempt_is_on_record_before_its_code_runs_on_a_slow_store(pg_url: str) -> None:
+    """Activation.write_done used to resolve every waiter, also those whose save() came
+    after the in-flight write was built: JobGrain._attempt's ``await self.host.save()``
+    returned on an older write, the job's code ran before its attempt was on record, and
+    a silo lost right then had the fire run again under the same attempt number."""
+    silo = (
+        SiloBuilder()
+        .use_storage(pg_url)
+        .use_jobs(ProbeStore)
+        .use_options(drain_timeout=1.0)
+        .build()
+    )
+    commit = silo.storage.commit
+    slow = [True]
+
+    async def slow_commit(writes: Any) -> Any:  # every commit takes 0.3 s, as under load
+        if slow[0]:
+            await asyncio.sleep(0.3)
+        return await commit(writes)
+
+    silo.storage.commit = slow_commit  # type: ignore[method-assign]
+    _probes.clear()
+    _probe_store[:] = [silo.storage]
+    async with silo:
+        await silo.client.schedule(
+            ProbeStore, job_id="probe", trigger=Every(timedelta(milliseconds=500))
+        )
+        await until(lambda: len(_probes) >= 6, "six fires", 15)
+        slow[0] = False  # fast again: stopping need not wait on slow commits
+    early = [
+        (run_id, attempt, stored)
+        for run_id, attempt, stored in _probes
+        if not stored
+        or stored["run_id"] != run_id
+        or stored["stage"] != "running"
+        or stored["attempt"] != attempt
+    ]
+    assert not early, f"code ran before its attempt was recorded: {early}"
+
+
+_SLOW_SILO = """
+import asyncio, sys
+from datetime import timedelta
+from anu_jobs import SiloBuilder
+from tests.integration.silo_proc import Record  # writes to the ledger in sys.argv[2]
+
+async def main():
+    silo = (
+        SiloBuilder().use_storage(sys.argv[1]).use_jobs(Record)
+        .use_recurring_job(Record, timedelta(milliseconds=500), job_id="tick")
+        .use_options(drain_timeout=1.0).build()
+    )
+    commit = silo.storage.commit
+    async def slow_commit(writes):  # a store under load: every commit takes 0.45 s
+        await asyncio.sleep(0.45)
+        return await commit(writes)
+    silo.storage.commit = slow_commit
+    await silo.serve()
+
+asyncio.run(main())
+"""
+
+
+async def test_a_graceful_stop_ends_on_a_slow_store(pg_url: str, tmp_path: Path) -> None:
+    """A stopping silo starts no new runs. Its activations used to keep firing while it
+    stopped, so on a store slow enough that the write batcher never went idle,
+    writer.stop() waited forever and SIGTERM never ended the process."""
+    proc = _start_slow_silo(pg_url, tmp_path)
+    try:
+        log = tmp_path / "record.log"
+        await until(lambda: len(ledger(log)) >= 3, "three fires", 20)
+        proc.send_signal(signal.SIGTERM)
+        sent = datetime.now(UTC)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            await asyncio.to_thread(proc.wait, 8)  # drain_timeout is 1 s
+        ran_after = [e for e in ledger(log) if fire_time(e[1]) > sent + timedelta(seconds=1)]
+        assert proc.poll() is not None, (
+            f"SIGTERM did not end the silo within 8 s; it ran {len(ran_after)} more fires"
+        )
+        assert not ran_after, f"the silo ran fires after it was told to stop: {ran_after}"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(10)
+
+
+def _start_slow_silo(url: str, markers: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-c", _SLOW_SILO, url, str(markers)],
+        cwd=ROOT,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 # -- 2. a server that cannot be reached at start -----------------------------------------
@@ -237,17 +464,26 @@ async def test_unreachable_at_start_fails_fast_and_names_the_redacted_url() -> N
     assert "postgresql://postgres@127.0.0.1:1/test" in str(caught.value)
 
 
-async def test_unreachable_at_start_never_shows_the_password() -> None:
-    url = "postgresql://u:secret@127.0.0.1:1/test?connect_timeout=1"
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("postgresql://u:secret@127.0.0.1:1/test", "postgresql://u:***@127.0.0.1:1/test"),
+        (
+            "postgresql://u@127.0.0.1:1/test?password=secret&connect_timeout=1",
+            "postgresql://u@127.0.0.1:1/test?password=***&connect_timeout=1",
+        ),
+    ],
+)
+async def test_unreachable_at_start_never_shows_the_password(url: str, shown: str) -> None:
     silo = SiloBuilder().use_storage(url).build()
     began = time.monotonic()
     with pytest.raises(StorageUnavailableError) as caught:
         await silo.start()
-    assert time.monotonic() - began < 5
+    assert time.monotonic() - began < 8  # the default connect_timeout is 5 s
     message = str(caught.value)
-    assert "secret" not in message
-    assert "secret" not in repr(caught.value)
-    assert "postgresql://u:***@127.0.0.1:1/test" in message
+    assert shown in message
+    printed = "".join(traceback.format_exception(caught.value))
+    assert "secret" not in message and "secret" not in printed
 
 
 # -- 3. a graceful stop hands the lease over at once -------------------------------------
@@ -256,6 +492,9 @@ async def test_unreachable_at_start_never_shows_the_password() -> None:
 async def test_graceful_stop_hands_the_lease_over_at_once(
     pg_url: str, tmp_path: Path, silos: list[SiloProcess]
 ) -> None:
+    """SIGTERM during a long attempt: the attempt is interrupted after the 1 s drain and
+    its run continues on the other silo as attempt 2, long before the 10 s lease would
+    lapse. (The stopping silo used to start attempt 2 itself, at once.)"""
     silos.extend(SiloProcess(pg_url, tmp_path, lease_ttl=10, dead_after=5) for _ in range(2))
     async with JobClient.connect(pg_url, jobs=[LongOnFirstAttempt]) as client:
         await until(lambda: _gte(active_silos(client), 2), "two silos to join", 15)
@@ -279,3 +518,44 @@ async def test_graceful_stop_hands_the_lease_over_at_once(
     assert done[:3] == ["done", run.run_id, "2"] and done[3] != first_pid
     assert took < 5, f"the run moved {took:.1f}s after SIGTERM (lease_ttl is 10s)"
     assert statuses[int(first_pid)] == "stopped", statuses
+
+
+async def test_graceful_stop_frees_its_leases_at_once(
+    pg_url: str, tmp_path: Path, silos: list[SiloProcess]
+) -> None:
+    """The handover without the bug above: recurring jobs held by a silo that stops move
+    to the other silo at their next fire, not after the 10 s lease or 5 s of silence."""
+    silos.extend(SiloProcess(pg_url, tmp_path, lease_ttl=10, dead_after=5) for _ in range(2))
+    jobs = 20
+    async with JobClient.connect(pg_url, jobs=[Record]) as client:
+        await until(lambda: _gte(active_silos(client), 2), "two silos to join", 15)
+        await client.schedule_many(
+            JobSpec(Record, job_id=f"r-{i}", trigger=Every(timedelta(seconds=1)))
+            for i in range(jobs)
+        )
+        log = tmp_path / "record.log"
+        await until(lambda: len({e[0] for e in ledger(log)}) == jobs, "every job to run", 15)
+        held = Counter(e[3] for e in ledger(log)).most_common(1)[0][0]
+        stopping = next(s for s in silos if s.pid == held)
+        other = next(s for s in silos if s is not stopping)
+        moved = {e[0] for e in ledger(log) if e[3] == held}
+        stopping.terminate()
+        sent = time.monotonic()
+        since = datetime.now(UTC)
+
+        def taken_over() -> bool:
+            return moved <= {
+                e[0] for e in ledger(log) if e[3] == other.pid and fire_time(e[1]) > since
+            }
+
+        await until(taken_over, "the other silo to run the stopped silo's jobs", 15)
+        took = time.monotonic() - sent
+        assert stopping.proc.wait(10) == 0, stopping.stderr()
+        statuses = {s.pid: s.status for s in await client.silos()}
+    assert took < 5, f"the jobs moved {took:.1f}s after SIGTERM (lease_ttl 10 s, dead_after 5 s)"
+    assert statuses[int(held)] == "stopped", statuses
+    assert statuses[int(other.pid)] == "active", statuses
+    late = [
+        e for e in ledger(log) if e[3] == held and fire_time(e[1]) > since + timedelta(seconds=2)
+    ]
+    assert not late, f"the stopped silo ran jobs after it stopped: {late}"
