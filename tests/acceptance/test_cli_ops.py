@@ -388,8 +388,19 @@ def test_dashboard_serves_until_interrupted(store: Path) -> None:
         except (urllib.error.URLError, ConnectionError):
             return None
 
+    def metrics() -> str | None:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as got:
+                body: str = got.read().decode()
+                return body
+        except (urllib.error.URLError, ConnectionError):
+            return None
+
     try:
         assert "nightly" in _until("the dashboard to answer", page)
+        gauges = _until("the metrics endpoint", metrics)
+        assert "anu_jobs_store_reachable 1.0" in gauges
+        assert 'anu_jobs_jobs{stage="active"}' in gauges
         proc.send_signal(signal.SIGINT)
         _, stderr = proc.communicate(timeout=10)
     finally:

@@ -33,7 +33,7 @@ from anu_jobs.cli.app import (
     out,
 )
 from anu_jobs.clock import SystemClock
-from anu_jobs.errors import WaitTimeoutError
+from anu_jobs.errors import ConfigurationError, WaitTimeoutError
 from anu_jobs.grain import JobStatus, RunInfo, RunStage
 from anu_jobs.hosting import JobClient
 from anu_jobs.storage import SiloInfo, Storage, open_storage, redact_url
@@ -320,8 +320,44 @@ def dashboard(
     except ModuleNotFoundError:
         fail("the dashboard needs uvicorn: pip install 'anu-jobs[dashboard]'", EXIT_BAD_INPUT)
     with errors():
-        asgi = create_app(settings.url, token=token, basic_auth=basic_auth, read_only=read_only)
+        asgi = _dashboard_with_metrics(
+            create_app, settings.url, token=token, basic_auth=basic_auth, read_only=read_only
+        )
     mode = "read-only" if read_only else "actions need credentials"
     where = f"http://{host}:{port}"
     err.print(f"anu-jobs: dashboard for {redact_url(settings.url)} on {where} ({mode})")
     uvicorn.run(asgi, host=host, port=port, log_level="warning")
+
+
+def _dashboard_with_metrics(create_app: Any, url: str, **options: Any) -> Any:
+    """The dashboard app, with the store's Prometheus gauges at ``/metrics`` when the
+    ``metrics`` extra is installed. One client serves both; it opens in the server's
+    lifespan and closes at shutdown."""
+    from contextlib import asynccontextmanager
+
+    from starlette.applications import Starlette
+    from starlette.routing import Mount
+
+    from anu_jobs.hosting import JobClient
+
+    try:
+        from anu_jobs.metrics import metrics_app
+    except ImportError:
+        return create_app(url, **options)
+    storage = open_storage(url)
+    client = JobClient(storage, owns_storage=True)
+    try:
+        metrics = metrics_app(client)
+    except ConfigurationError:  # prometheus-client is not installed
+        return create_app(url, **options)
+    dashboard = create_app(client, metrics_app=metrics, **options)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> Any:
+        await storage.open()
+        try:
+            yield
+        finally:
+            await client.close()
+
+    return Starlette(routes=[Mount("/", app=dashboard)], lifespan=lifespan)
