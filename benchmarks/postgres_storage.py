@@ -1,6 +1,6 @@
 """Claim+commit throughput of the PostgreSQL provider: a quick script, not a test.
 
-    python tests/storage/bench_postgres.py [URL] [--jobs 5000 20000] [--batch 500] [--overlap]
+    python benchmarks/postgres_storage.py [URL] [--jobs 5000 20000] [--batch 500] [--overlap]
 
 Each round claims ``batch`` due jobs and commits, for each, what a finished run writes:
 a new state, the next reminder, one run record, and the lease given back. With
