@@ -8,6 +8,7 @@ for a moment) applies control requests but never runs a job's code.
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Sequence
 from concurrent.futures import Executor
@@ -104,7 +105,7 @@ class _Hooks:
             raise InvalidParamsError(self._grain.job_type, str(exc)) from None
         grain, run = self._grain, self._run
         if grain.state is not None and grain.state.run is run:
-            run.checkpoint = data
+            run.checkpoint = copy.deepcopy(data)  # the job may go on changing its own
             await grain.host.save()
 
 
@@ -188,7 +189,8 @@ class JobGrain(GrainLogic):
 
     def next_wake(self) -> datetime | None:
         st = self.state
-        if st is None or self.deleted or self.passive:
+        if st is None or self.deleted or self.passive or not self.host.accepting:
+            # A stopping silo starts nothing: what is due stays on record for the next.
             return None
         times: list[int] = []
         run = st.run

@@ -193,6 +193,11 @@ class SiloRuntime:
     def activate(
         self, lease: LeaseToken, envelope: StateEnvelope, control: Sequence[ControlMessage]
     ) -> Activation:
+        old = self.activations.get(envelope.job_id)
+        if old is not None and old.alive:
+            # This silo was paused past its own lease and claimed the job again: the old
+            # activation is stale (its epoch is gone), so it stops before the new one starts.
+            old.lose("the lease expired and this silo took the job again")
         act = Activation(self, lease, envelope, self._factory)
         self.activations[envelope.job_id] = act
         act.activate(control)

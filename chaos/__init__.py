@@ -1,0 +1,14 @@
+"""The chaos soak of anu-jobs: real silo processes, injected faults, an independent ledger.
+
+Not part of the installed package. Run ``python chaos/soak.py --help`` from a checkout
+(see the README, "Chaos soak"); ``tests/integration/test_chaos.py`` runs a short variant.
+
+- :mod:`chaos.clock`: the silos' injected clock, with an offset the soak changes at run time.
+- :mod:`chaos.ledger`: the append-only ledger the job bodies write, one file per process.
+- :mod:`chaos.jobs`: the job types of the load.
+- :mod:`chaos.silo`: a silo process (``python -m chaos.silo``).
+- :mod:`chaos.canceller`: the separate client process that cancels long-running jobs.
+- :mod:`chaos.soak`: the driver: cluster, load, faults, then :mod:`chaos.check`.
+- :mod:`chaos.check`: the verdict, from the ledger and the store, against the schedules.
+- :mod:`chaos.repros`: one small reproduction per bug the soak found.
+"""
