@@ -106,7 +106,6 @@ class SiloRuntime:
         self._running = False
         self._tasks: list[asyncio.Task[None]] = []
         self._remove_listener: Callable[[], None] | None = None
-        self._run_watchers: list[Callable[[str, Sequence[str]], None]] = []
         self.fatal: BaseException | None = None
         self.claimed = 0
 
@@ -221,13 +220,8 @@ class SiloRuntime:
             if not self._busy:
                 self._drained.set()
 
-    def watch_runs(self, watcher: Callable[[str, Sequence[str]], None]) -> Callable[[], None]:
-        self._run_watchers.append(watcher)
-        return lambda: self._run_watchers.remove(watcher)
-
     def runs_finished(self, job_id: str, run_ids: Sequence[str]) -> None:
-        for watcher in list(self._run_watchers):
-            watcher(job_id, run_ids)
+        """Runs of ``job_id`` ended: tell waiting clients (one notice per loop iteration)."""
         self._notify_later(Notice("run", job_id))
 
     _outbox: list[Notice] | None = None
@@ -266,9 +260,6 @@ class SiloRuntime:
                 self._control_poke.set()
             else:
                 self._wake.set()
-        elif notice.kind == "run" and notice.job_id is not None:
-            for watcher in list(self._run_watchers):
-                watcher(notice.job_id, ())
 
     _next_wake: datetime | None = None
 
