@@ -8,6 +8,7 @@ for a moment) applies control requests but never runs a job's code.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 from collections.abc import Sequence
@@ -168,14 +169,40 @@ class JobGrain(GrainLogic):
             self._recover(run)
         for msg in control:
             self._control(msg.body)
-        self._advance()
-        self.host.save()
+        self._advance_and_save(bool(control))
 
     def on_wake(self) -> None:
         if self.state is None or self.deleted or self.passive:
             return
+        self._advance_and_save(False)
+
+    def _advance_and_save(self, acked: bool) -> None:
+        """Advance, then save what changed, unless nothing did or the only change is an
+        attempt starting now: that attempt writes the state before the job's code runs, so
+        the claim and the start of a due run cost one write, not two. Should the silo die
+        in between, the fire is still pending in the stored state and the next silo
+        starts the same run."""
+        st = self.state
+        assert st is not None
+        starting = self._task_run
+        before = (tuple(st.next), len(st.pending), st.run, st.stage)
         self._advance()
-        self.host.save()
+        if (
+            acked
+            or self._dirty
+            or self._finished
+            or (
+                self._task_run is starting
+                and before
+                != (
+                    tuple(st.next),
+                    len(st.pending),
+                    st.run,
+                    st.stage,
+                )
+            )
+        ):
+            self.host.save()
 
     def on_control(self, body: dict[str, Any]) -> None:
         if self.state is None:
@@ -421,12 +448,11 @@ class JobGrain(GrainLogic):
             run.move(RunStage.RUNNING, now_us, f"attempt {run.attempt} on silo {self.host.silo_id}")
             self.touch(run)  # written (and awaited) by _attempt before the job's code runs
         self._attempt_began = now_us
-        params: Any = st.params
+        # The job gets its own copies: the state's values are shared with writes in flight.
+        params: Any = copy.deepcopy(st.params) if st.params else {}
         if self.cls is not None:
-            try:
-                params = load_params(self.cls, st.params)
-            except InvalidParamsError:
-                params = st.params
+            with contextlib.suppress(InvalidParamsError):
+                params = load_params(self.cls, params)
         return JobContext(
             job_id=self.job_id,
             job_type=self.job_type,
@@ -438,7 +464,7 @@ class JobGrain(GrainLogic):
             started_at=now,
             cancellation=token,
             hooks=_Hooks(self, run),
-            checkpoint=run.checkpoint,
+            checkpoint=copy.deepcopy(run.checkpoint) if run.checkpoint is not None else None,
             error=ErrorInfo.from_json(run.error)
             if (method == "compensate" and run.error)
             else None,

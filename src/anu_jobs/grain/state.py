@@ -14,7 +14,6 @@ what the run history stores.
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -87,13 +86,14 @@ class RunState:
             "started_at": self.started_at,
             "finished_at": self.finished_at,
             "next_attempt_at": self.next_attempt_at,
-            # Copies: a write is encoded later (in a store's thread, after a connection
-            # is free) while the grain goes on changing its own lists.
-            "transitions": [list(t) for t in self.transitions],
+            # A write is encoded later (in a store's thread, after a connection is free)
+            # while the grain goes on: lists it appends to are copied; values it only
+            # ever replaces whole (error, progress, checkpoint) are shared.
+            "transitions": list(self.transitions),
             "error": self.error,
             "compensation_error": self.compensation_error,
-            "progress": None if self.progress is None else list(self.progress),
-            "checkpoint": copy.deepcopy(self.checkpoint),
+            "progress": self.progress,
+            "checkpoint": self.checkpoint,
             "silo_id": self.silo_id,
         }
 
@@ -159,16 +159,16 @@ class JobState:
     def to_json(self) -> dict[str, Any]:
         return {
             "v": STATE_VERSION,
-            "params": copy.deepcopy(self.params),
+            "params": self.params,  # replaced whole, never changed in place
             "triggers": [t.to_json() for t in self.triggers],
             "next": list(self.next),
             "misfire": self.misfire.to_json(),
             "overlap": self.overlap,
             "stage": self.stage.value,
             "reason": self.reason,
-            "pending": [list(p) for p in self.pending],
+            "pending": list(self.pending),
             "run": self.run.to_json() if self.run else None,
-            "last_run": copy.deepcopy(self.last_run),
+            "last_run": self.last_run,
             "source": self.source,
             "created_at": self.created_at,
             "updated_at": self.updated_at,

@@ -257,9 +257,9 @@ def commit(conn: Conn, writes: Sequence[GrainWrite]) -> list[WriteResult]:
         )
         for w in writes
     ]
-    # job_id -> [etag, lease holder, lease epoch]; a job missing here is gone
+    # job_id -> [etag, lease holder, lease epoch, reminder]; a job missing here is gone
     current: dict[str, list[Any]] = {
-        r[0]: [r[1], r[2], r[3]]
+        r[0]: [r[1], r[2], r[3], r[4]]
         for r in conn.execute(Q["commit_check"], _ids(list({w.lease.job_id for w in writes})))
     }
     updates: dict[str, tuple[str, str, str, int, str]] = {}
@@ -287,7 +287,8 @@ def commit(conn: Conn, writes: Sequence[GrainWrite]) -> list[WriteResult]:
         else:
             cur[0] = etag = new_etag(cur[0])
             updates[job_id] = (w.job_type, w.stage, text, etag, job_id)
-            reminders[job_id] = due_us
+            if due_us != cur[3]:  # a reminder that stays as it is costs no statement
+                cur[3] = reminders[job_id] = due_us
             runs.update((r[0], r) for r in run_rows)
             acks.extend((m, job_id) for m in w.ack_control)
             if w.release:

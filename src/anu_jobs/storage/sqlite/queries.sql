@@ -110,9 +110,10 @@ WHERE l.silo_id IS NULL OR l.expires_us <= :now OR s.status IN ('dead', 'stopped
 LIMIT 1;
 
 -- name: commit_check
-SELECT j.job_id, j.etag, l.silo_id, l.epoch
+SELECT j.job_id, j.etag, l.silo_id, l.epoch, r.due_us
 FROM jobs AS j
 LEFT JOIN leases AS l ON l.job_id = j.job_id
+LEFT JOIN reminders AS r ON r.job_id = j.job_id
 WHERE j.job_id IN (SELECT value FROM json_each(?));
 
 -- name: update_job
