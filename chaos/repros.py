@@ -67,10 +67,11 @@ async def save_before_write() -> int:
     the job's code runs". ``Activation.save()`` adds its future to ``_waiters``, and
     ``write_done`` resolves every waiter when the write in flight returns, including the
     waiters added after that write was built: a save made while an older write is in
-    flight returns before its own changes are written. Here the probe's run is created
-    (write 1, held in flight) while the only slot is busy; the slot frees, the attempt
-    begins and saves; write 1 returns, the save is "done", and the job's code runs while
-    its attempt is still unrecorded (write 2 is only then sent)."""
+    flight returns before its own changes are written. Here the probe is activated while
+    the only slot is busy (its activation writes nothing: the attempt's own write will
+    carry its run) and a manual trigger makes it write (write 1, held in flight); the slot
+    frees, the attempt begins and saves; write 1 returns, the save is "done", and the
+    job's code runs while its attempt is still unrecorded (write 2 is only then sent)."""
     global HOG_RELEASE, STORE
     HOG_RELEASE = asyncio.Event()
     in_flight, gate = asyncio.Event(), asyncio.Event()
@@ -99,13 +100,17 @@ async def save_before_write() -> int:
         await client.schedule(Hog, job_id="hog", trigger=Once(delay=timedelta(0)))
         await _until(lambda: _stage(client, "hog", "running"), "the hog to run")
         await client.schedule(Probe, job_id="probe", trigger=Once(delay=timedelta(0)))
+        await _until(lambda: "probe" in silo.runtime.activations, "the probe's activation")
+        # trigger() returns once its control message is written: write 1 is held.
+        trigger = asyncio.ensure_future(client.trigger("probe"))
         await asyncio.wait_for(in_flight.wait(), 10)  # write 1: the run, 'scheduled'
         HOG_RELEASE.set()  # the slot frees; the probe's attempt begins and saves
         await asyncio.sleep(0.2)
         gate.set()  # write 1 returns
+        await trigger
         await client.wait("probe", timeout=10)
     print("\n".join(SEEN))
-    bad = any("'scheduled'" in s for s in SEEN)
+    bad = not SEEN or any("'running'" not in s for s in SEEN)
     print("BUG: the job's code ran before its attempt was written" if bad else "ok")
     return 1 if bad else 0
 
