@@ -56,7 +56,7 @@ async def bench(url: str, jobs: int, batch: int, overlap: bool = False) -> None:
 
         async def claim() -> list[Claim]:
             t = time.perf_counter()
-            claims = await store.claim_due("silo-1", now, now, batch, now + timedelta(seconds=30))
+            claims = await store.claim_due("silo-1", now, now, batch, timedelta(seconds=30))
             claims_ms.append((time.perf_counter() - t) * 1000)
             return claims
 

@@ -396,12 +396,13 @@ def _run_silo(url: str, concurrency: int) -> None:
 
 
 async def clock_skew(url: str | None) -> int:
-    """Membership compares heartbeat times written by each silo's own clock with the
-    reader's clock: ``declare_dead(now, now - dead_after)``. A silo whose clock runs more
-    than ``dead_after - heartbeat`` ahead declares every other silo dead at its next
-    heartbeat (they stop claiming for good); one running behind is declared dead by the
-    others. Here: two chaos silos, PostgreSQL, dead_after 2 s, heartbeat 0.5 s; silo A's
-    clock is set 2.5 s ahead. No process is paused, killed or cut off."""
+    """Membership compared heartbeat times written by each silo's own clock with the
+    reader's clock: ``declare_dead(now, now - dead_after)``. A silo whose clock ran more
+    than ``dead_after - heartbeat`` ahead declared every other silo dead at its next
+    heartbeat (they stop claiming for good); one running behind was declared dead by the
+    others. (Fixed: the store's clock stamps and judges heartbeats and leases.) Here: two
+    chaos silos, PostgreSQL, dead_after 2 s, heartbeat 0.5 s; silo A's clock is set 2.5 s
+    ahead. No process is paused, killed or cut off."""
     owned: Any = None
     if url is None:
         import importlib

@@ -50,6 +50,12 @@ class Clock(ABC):
         A ``when`` in the past runs the callback on the next loop iteration.
         """
 
+    def monotonic(self) -> float:
+        """Seconds on a steady clock, for measuring how long something lasted (how long
+        ago a lease was last confirmed): jumps of :meth:`now` do not move it. By default
+        the running event loop's clock, which the loop's timers use too."""
+        return asyncio.get_running_loop().time()
+
     async def sleep_until(self, when: datetime) -> None:
         """Return once :meth:`now` reaches ``when``."""
         loop = asyncio.get_running_loop()

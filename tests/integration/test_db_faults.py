@@ -302,7 +302,7 @@ async def test_a_fire_recorded_but_not_started_by_a_lost_silo_still_runs(
         # the silo is declared dead.
         now = datetime.now(UTC)
         await storage.register_silo(SiloInfo("lost-silo", "elsewhere", 1, now, now))
-        taken = await storage.acquire_lease("j", "lost-silo", now, now + timedelta(seconds=30))
+        taken = await storage.acquire_lease("j", "lost-silo", timedelta(seconds=30))
         assert taken is not None
         lease, envelope, _ = taken
         state = JobState.from_json(envelope.state)

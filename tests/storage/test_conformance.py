@@ -2,21 +2,23 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 
-from anu_jobs.storage import Storage, open_storage
+from anu_jobs.storage import Storage
 from anu_jobs.testing.storage_suite import StorageConformance
 
 
 class TestProviders(StorageConformance):
     @pytest.fixture
-    async def twin(self, storage: Storage, storage_url: str) -> AsyncIterator[Storage]:
+    async def twin(
+        self, storage: Storage, new_storage: Callable[[], Storage]
+    ) -> AsyncIterator[Storage]:
         """A second storage object on the same store: the same memory name, another
         connection (and writer thread) on the same SQLite file, or another pool and
         listening connection on the same PostgreSQL schema (as a second process)."""
-        other = open_storage(storage_url)
+        other = new_storage()
         await other.open()
         try:
             yield other

@@ -7,6 +7,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -18,14 +19,17 @@ from tests.pg import drop_schema, fresh_schema, with_schema
 import anu_jobs
 from anu_jobs.errors import ConfigurationError, StorageError, StorageUnavailableError
 from anu_jobs.storage import open_storage
-from anu_jobs.storage.base import NewJob, Notice
+from anu_jobs.storage._common import to_us
+from anu_jobs.storage.base import NewJob, Notice, SiloInfo
 from anu_jobs.storage.postgres import PostgresStorage
 from anu_jobs.storage.postgres._config import parse_url
 from anu_jobs.storage.postgres._notices import decode, encode
 from anu_jobs.storage.postgres._sql import QUERIES, migrations, schema_sql
+from anu_jobs.testing import FakeClock
 from anu_jobs.testing.storage_suite import at
 
 Schema = tuple[str, str]  # the server's URL, a fresh schema on it
+LEASE = timedelta(seconds=30)
 
 
 @pytest.fixture
@@ -68,6 +72,9 @@ async def catalog(url: str, schema: str) -> dict[str, list[tuple[Any, ...]]]:
         "options": """SELECT c.relname, c.relkind, coalesce(c.reloptions, '{}')
                       FROM pg_class AS c JOIN pg_namespace AS n ON n.oid = c.relnamespace
                       WHERE n.nspname = %s""",
+        "functions": """SELECT p.proname, pg_get_functiondef(p.oid)
+                        FROM pg_proc AS p JOIN pg_namespace AS n ON n.oid = p.pronamespace
+                        WHERE n.nspname = %s""",
     }
     found = {}
     for name, text in parts.items():
@@ -279,7 +286,7 @@ async def test_many_claimers_on_two_stores_claim_every_job_exactly_once(schema: 
 
         async def claimer(n: int) -> list[str]:
             store, mine = (a, b)[n % 2], []
-            while batch := await store.claim_due(f"s{n}", at(20), at(20), 37, at(60)):
+            while batch := await store.claim_due(f"s{n}", at(20), at(20), 37, LEASE):
                 mine += [c.envelope.job_id for c in batch]
                 assert all(c.lease.epoch == 1 for c in batch)
             return mine
@@ -288,7 +295,7 @@ async def test_many_claimers_on_two_stores_claim_every_job_exactly_once(schema: 
         every = [job for mine in claimed for job in mine]
         assert len(every) == len(set(every)) == 1000
         assert sum(1 for mine in claimed if mine) > 1  # they really ran side by side
-        holder = await b.lease_holder("j0500", at(21))
+        holder = await b.lease_holder("j0500")
         assert holder is not None
         assert "j0500" in claimed[int(holder.silo_id[1:])]
     finally:
@@ -305,8 +312,62 @@ async def test_claims_skip_a_job_whose_row_another_transaction_holds(
         await conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(name)))
         # As a write in flight holds it: claimers pass it by rather than wait.
         await conn.execute("SELECT 1 FROM jobs WHERE job_id = 'a' FOR NO KEY UPDATE")
-        first = await asyncio.wait_for(store.claim_due("s1", at(1), at(1), 10, at(31)), 5)
+        first = await asyncio.wait_for(store.claim_due("s1", at(1), at(1), 10, LEASE), 5)
         assert [c.envelope.job_id for c in first] == ["b"]
         await conn.rollback()
-    [late] = await store.claim_due("s2", at(1), at(1), 10, at(31))
+    [late] = await store.claim_due("s2", at(1), at(1), 10, LEASE)
     assert late.envelope.job_id == "a"
+
+
+# -- the store's clock ------------------------------------------------------------------------
+
+
+async def test_the_servers_clock_stamps_and_judges_leases_and_heartbeats(
+    store: PostgresStorage, schema: Schema
+) -> None:
+    """Unpinned, store time is the server's clock. The caller here says its clock is ten
+    minutes ahead (its silo info) and ten minutes behind (its claim): neither counts."""
+    server, _ = schema
+    [(before,)] = await query(server, sql.SQL("SELECT now()"))
+    skew = timedelta(minutes=10)
+    await store.register_silo(SiloInfo("s1", "h", 1, before + skew, before + skew))
+    await store.insert_jobs([NewJob("a", "demo", "active", {}, before - 2 * skew)])
+    [c] = await store.claim_due("s1", before - skew, before - skew, 10, timedelta(seconds=1))
+    [(after,)] = await query(server, sql.SQL("SELECT now()"))
+    [info] = await store.list_silos()
+    assert before <= info.heartbeat_at <= after
+    assert info.started_at == before + skew  # the silo's own account, kept as given
+    assert await store.lease_holder("a") == c.lease
+    [(expires,)] = await query(
+        server,
+        sql.SQL("SELECT expires_us FROM {}.leases WHERE job_id = 'a'").format(
+            sql.Identifier(schema[1])
+        ),
+    )
+    assert to_us(before) + 1_000_000 <= expires <= to_us(after) + 1_000_000
+    await asyncio.sleep(1.1)
+    assert await store.lease_holder("a") is None
+    assert await store.declare_dead(timedelta(seconds=30)) == []
+    assert await store.heartbeat("s1")
+    [info] = await store.list_silos()
+    assert info.heartbeat_at > after
+    await asyncio.sleep(0.3)
+    assert await store.declare_dead(timedelta(seconds=0.2)) == ["s1"]
+
+
+async def test_a_pinned_clock_is_the_store_time_instead(schema: Schema) -> None:
+    """Only tests pin it: the conformance suite drives store time with a FakeClock."""
+    clock = FakeClock(at(0))
+    store = PostgresStorage.from_url(with_schema(*schema), clock=clock)
+    await store.open()
+    try:
+        await store.register_silo(SiloInfo("s1", "h", 1, at(-5), at(-5)))
+        await store.insert_job("a", "demo", "active", {}, at(0))
+        [c] = await store.claim_due("s1", at(0), at(0), 10, timedelta(seconds=30))
+        clock.jump(at(29))
+        assert await store.lease_holder("a") == c.lease
+        clock.jump(at(30))
+        assert await store.lease_holder("a") is None
+        assert [s.heartbeat_at for s in await store.list_silos()] == [at(0)]
+    finally:
+        await store.close()

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -253,9 +254,9 @@ async def test_two_storage_objects_on_one_file_see_each_others_writes(
         env = await other.read_state("a")
         assert env is not None
         assert env.state == {"by": "first"}
-        [claimed] = await other.claim_due("s2", at(0), at(0), 10, at(30))
-        assert await storage.lease_holder("a", at(1)) == claimed.lease
-        assert await storage.claim_due("s1", at(1), at(1), 10, at(31)) == []
+        [claimed] = await other.claim_due("s2", at(0), at(0), 10, timedelta(seconds=30))
+        assert await storage.lease_holder("a") == claimed.lease
+        assert await storage.claim_due("s1", at(1), at(1), 10, timedelta(seconds=30)) == []
     finally:
         await other.close()
 

@@ -19,7 +19,10 @@ from anu_jobs import (
     Once,
     RetryPolicy,
     RunStage,
+    SiloBuilder,
 )
+from anu_jobs.errors import StorageError
+from anu_jobs.storage import LeaseToken
 from anu_jobs.testing import FakeClock
 from tests.conftest import SiloFactory, drive, eventually, settle
 
@@ -217,6 +220,32 @@ async def test_overlap_queue_one_runs_one_queued_fire(
     assert Blocking.started[1].endswith(
         "02.000000Z"
     )  # the first queued fire ran; the next was skipped
+
+
+async def test_a_silo_that_cannot_renew_gives_its_job_up_before_the_lease_lapses(
+    make_silo: SiloFactory, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The store lets a lease lapse lease_ttl after it was last set, by the store's clock,
+    and another silo may then take the job. While renewals fail, the silo drops the
+    activation (its attempt is cut off) once the next renewal might come too late."""
+
+    async def unreachable(*args: object) -> list[LeaseToken]:
+        raise StorageError("the store is unreachable")
+
+    def ttl(builder: SiloBuilder) -> SiloBuilder:
+        return builder.use_options(lease_ttl=timedelta(seconds=9))
+
+    async with make_silo(Blocking, configure=ttl) as silo:
+        await silo.client.schedule(Blocking, job_id="r", trigger=Once(delay=timedelta(0)))
+        await eventually(lambda: len(Blocking.started) == 1, "the run to start")
+        token = silo.runtime.activations["r"].lease
+        monkeypatch.setattr(silo.storage, "renew_leases", unreachable)
+        await clock.advance(3)  # a renewal fails: 6 s of the lease are left
+        await settle()
+        assert "r" in silo.runtime.activations
+        await clock.advance(3)  # another: the next one, 3 s on, might come too late
+        await eventually(lambda: "r" not in silo.runtime.activations, "the job to be given up")
+        assert await silo.storage.lease_holder("r") == token  # the store has not let it go
 
 
 async def test_cancel_trips_the_token_and_stops_future_fires(

@@ -166,7 +166,7 @@ def silos(ctx: typer.Context, as_json: JsonOption = False, url: UrlOption = None
     settings = _settings(ctx, url)
 
     async def fetch(client: JobClient) -> tuple[list[SiloInfo], datetime]:
-        return await client.silos(), client.clock.now()
+        return await client.silos(), await client.store_now()  # heartbeats' clock
 
     found, now = _read(settings.url, fetch)
     if as_json:

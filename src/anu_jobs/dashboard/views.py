@@ -31,6 +31,7 @@ _JOB_STAGES = tuple(s.value for s in JobStage)
 
 
 def is_alive(silo: SiloInfo, now: datetime) -> bool:
+    """``now``: the store's time, which heartbeats are stamped with."""
     return silo.status == "active" and now - silo.heartbeat_at <= ALIVE_WITHIN
 
 
@@ -61,6 +62,7 @@ async def overview(request: Request) -> Response:
     rows = await client.run_counts(first, CHART_BUCKET)
     buckets = charts.run_buckets(rows, first, CHART_BUCKETS, CHART_BUCKET)
     silo_list = await client.silos()
+    store_now = await client.store_now()
     late_count, late = await client.overdue(dash.late_threshold, limit=LATE_SHOWN)
     context: dict[str, Any] = {
         "now": now,
@@ -68,7 +70,7 @@ async def overview(request: Request) -> Response:
         "other_counts": sorted((s, n) for s, n in counts.items() if s not in _JOB_STAGES),
         "job_total": sum(counts.values()),
         "buckets": buckets,
-        "silos_alive": sum(is_alive(s, now) for s in silo_list),
+        "silos_alive": sum(is_alive(s, store_now) for s in silo_list),
         "silos_total": len(silo_list),
         "late_count": late_count,
         "late": [(job_id, due, now - due) for job_id, due in late],
@@ -166,8 +168,9 @@ def _available_actions(stage: JobStage, in_flight: bool) -> list[str]:
 async def silos(request: Request) -> Response:
     dash = dashboard_of(request)
     client = await dash.client()
-    now = client.clock.now()
-    rows = [(s, is_alive(s, now)) for s in await client.silos()]
+    known = await client.silos()
+    now = await client.store_now()  # heartbeats are the store's times
+    rows = [(s, is_alive(s, now)) for s in known]
     context: dict[str, Any] = {
         "now": now,
         "silos": rows,
@@ -183,8 +186,8 @@ async def healthz(request: Request) -> Response:
     dash = dashboard_of(request)
     try:
         client = await dash.client()
-        now = client.clock.now()
         known = await client.silos()
+        now = await client.store_now()
     except StorageError:
         body: dict[str, bool | int | None] = {
             "ok": False,

@@ -219,7 +219,7 @@ class SiloBuilder:
         # reaches the job grain.
         events = _FanOut(list(self._events)) if self._events else None
         return Silo(
-            storage=open_storage(self._url),
+            storage=open_storage(self._url, clock=self._clock),
             registry=self._registry,
             clock=self._clock,
             declared=tuple(self._declared.values()),

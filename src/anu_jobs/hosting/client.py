@@ -338,9 +338,8 @@ class JobClient:
                 # It is being collected: let that finish, then go the usual way.
                 with contextlib.suppress(LeaseLostError):
                     await local.save()
-        now = self.clock.now()
         holder = runtime.silo_id if runtime is not None else self._holder
-        got = await self.storage.acquire_lease(job_id, holder, now, now + timedelta(seconds=30))
+        got = await self.storage.acquire_lease(job_id, holder, timedelta(seconds=30))
         if got is not None:
             token, env, msgs = got
             if runtime is not None:
@@ -350,7 +349,7 @@ class JobClient:
                 return
             await self._apply_passive(token, env, msgs, body)
             return
-        msg_id = await self.storage.post_control(job_id, body, now)
+        msg_id = await self.storage.post_control(job_id, body, self.clock.now())
         await self._notify(Notice("control", job_id))
         await self._await_consumed(msg_id)
 
@@ -457,8 +456,7 @@ class JobClient:
     ) -> tuple[int, builtins.list[tuple[str, datetime]]]:
         """Jobs due more than ``threshold`` ago that no silo has taken (late or missed):
         how many, and the ``limit`` oldest with their due time."""
-        now = self.clock.now()
-        return await self.storage.overdue(now, now - threshold, limit)
+        return await self.storage.overdue(self.clock.now() - threshold, limit)
 
     async def run_counts(
         self, since: datetime, bucket: timedelta = timedelta(minutes=1)
@@ -469,6 +467,11 @@ class JobClient:
     async def silos(self) -> builtins.list[SiloInfo]:
         """The silos the store knows, with their status and last heartbeat."""
         return await self.storage.list_silos()
+
+    async def store_now(self) -> datetime:
+        """The store's time, which silos' heartbeats are stamped with (the PostgreSQL
+        server's clock, which may differ from this process's)."""
+        return await self.storage.now()
 
     async def wait(self, job_id: str, run_id: str | None = None, timeout: float = 30.0) -> RunInfo:
         """Wait for a run to reach a terminal stage and return it: ``run_id``, or the job's
@@ -541,7 +544,7 @@ class _Connect:
         self._client: JobClient | None = None
 
     async def _open(self) -> JobClient:
-        storage = open_storage(self._url)
+        storage = open_storage(self._url, clock=self._clock)
         await storage.open()
         registry = JobRegistry()
         registry.register(*self._jobs)

@@ -72,8 +72,8 @@ class StoreCollector:
     async def _read(self) -> _Reading:
         client = self.client
         overdue, _ = await client.overdue(self.late_threshold, limit=1)
-        since = client.clock.now() - self.heartbeat_grace
         silos = await client.silos()
+        since = await client.store_now() - self.heartbeat_grace
         alive = sum(1 for s in silos if s.status == "active" and s.heartbeat_at >= since)
         counts = await client.stage_counts()
         jobs = {stage.value: counts.get(stage.value, 0) for stage in JobStage}

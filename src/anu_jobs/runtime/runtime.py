@@ -39,9 +39,11 @@ class RuntimeOptions:
     - ``lookahead``: fires due this soon are claimed ahead, then started on the dot.
     - ``keepalive``: an activation whose next fire is this near stays activated
       (timers in memory, no claim round trip); further ones are released.
-    - ``lease_ttl``: how long a lease lasts unless renewed (renewed every third of it).
+    - ``lease_ttl``: how long a lease lasts unless renewed (renewed every third of it,
+      by this process's steady clock). The store, not this silo, says when it has lapsed.
     - ``heartbeat``: how often the silo reports itself alive; ``dead_after`` missed
-      heartbeats for this long and other silos declare it dead and take its jobs.
+      heartbeats for this long (by the store's clock) and other silos declare it dead
+      and take its jobs.
     - ``poll_interval``: the slow fallback poll for work that no notice announced.
     """
 
@@ -94,6 +96,9 @@ class SiloRuntime:
         self._factory = factory
         self._maintenance = maintenance
         self.activations: dict[str, Activation] = {}
+        # job id -> clock.monotonic() when the request that last set its lease's expiry
+        # (a claim or a renewal) was sent: the store's expiry is at least lease_ttl later.
+        self._confirmed: dict[str, float] = {}
         self._busy: set[str] = set()
         self.writer = WriteBatcher(storage)
         self.slots = _Slots(self.options.max_concurrency)
@@ -190,8 +195,15 @@ class SiloRuntime:
         return self.clock.now() + self.options.keepalive
 
     def activate(
-        self, lease: LeaseToken, envelope: StateEnvelope, control: Sequence[ControlMessage]
+        self,
+        lease: LeaseToken,
+        envelope: StateEnvelope,
+        control: Sequence[ControlMessage],
+        confirmed: float | None = None,
     ) -> Activation:
+        """Host a grain whose lease this silo took; ``confirmed``: the clock's
+        :meth:`~anu_jobs.clock.Clock.monotonic` time when the request that took it was
+        sent (now when not given)."""
         old = self.activations.get(envelope.job_id)
         if old is not None and old.alive:
             # This silo was paused past its own lease and claimed the job again: the old
@@ -199,6 +211,9 @@ class SiloRuntime:
             old.lose("the lease expired and this silo took the job again")
         act = Activation(self, lease, envelope, self._factory)
         self.activations[envelope.job_id] = act
+        self._confirmed[envelope.job_id] = (
+            self.clock.monotonic() if confirmed is None else confirmed
+        )
         act.activate(control)
         return act
 
@@ -214,6 +229,7 @@ class SiloRuntime:
     def deactivated(self, act: Activation) -> None:
         if self.activations.get(act.job_id) is act:
             del self.activations[act.job_id]
+            self._confirmed.pop(act.job_id, None)
         if act.job_id in self._busy:
             self._busy.discard(act.job_id)
             self._capacity.set()
@@ -285,8 +301,9 @@ class SiloRuntime:
                     self._capacity.clear()
                     await self._wait(self._capacity, None)
                     continue
+                sent = self.clock.monotonic()
                 claims = await self.storage.claim_due(
-                    self.silo_id, now, now + opts.lookahead, limit, now + opts.lease_ttl
+                    self.silo_id, now, now + opts.lookahead, limit, opts.lease_ttl
                 )
                 backoff = 0.05
                 for claim in claims:
@@ -294,7 +311,7 @@ class SiloRuntime:
                         break
                     self.claimed += 1
                     try:
-                        self.activate(claim.lease, claim.envelope, claim.control)
+                        self.activate(claim.lease, claim.envelope, claim.control, sent)
                     except Exception:
                         log.exception("job %s: activation failed", claim.lease.job_id)
                 if len(claims) >= limit:
@@ -388,11 +405,12 @@ class SiloRuntime:
         opts = self.options
         while self._running:
             try:
-                now = self.clock.now()
-                if not await self.storage.heartbeat(self.silo_id, now):
-                    await self._rejoin(now)
+                # The store stamps the heartbeat and judges the others' with its own clock,
+                # so a silo whose clock is off neither looks dead nor kills the others.
+                if not await self.storage.heartbeat(self.silo_id):
+                    await self._rejoin(self.clock.now())
                     continue
-                dead = await self.storage.declare_dead(now, now - opts.dead_after)
+                dead = await self.storage.declare_dead(opts.dead_after, by=self.silo_id)
                 if dead:
                     log.warning("declared dead: %s", ", ".join(dead))
                     self._wake.set()
@@ -404,6 +422,9 @@ class SiloRuntime:
                 return
 
     async def _renew_loop(self) -> None:
+        """Renew every held lease each third of ``lease_ttl``, for ``lease_ttl`` from the
+        store's time. The pauses are timers, which run on the process's steady clock, so
+        a step of this silo's wall clock neither hurries nor delays them."""
         opts = self.options
         every = opts.lease_ttl.total_seconds() / 3
         while self._running:
@@ -412,20 +433,39 @@ class SiloRuntime:
             acts = [a for a in self.activations.values() if a.alive]
             if not acts:
                 continue
+            sent = self.clock.monotonic()
             try:
-                lost = await self.storage.renew_leases(
-                    [a.lease for a in acts], self.clock.now() + opts.lease_ttl
-                )
+                lost = await self.storage.renew_leases([a.lease for a in acts], opts.lease_ttl)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 log.warning("lease renewal failed: %s", exc)
+                self._drop_lapsing(every)
                 continue
             for token in lost:
                 act = self.activations.get(token.job_id)
                 if act is not None and act.lease == token:
                     log.warning("job %s: lease lost to another silo", token.job_id)
                     act.lose("the lease was taken over by another silo")
+            for act in acts:
+                if act.alive and self.activations.get(act.job_id) is act:
+                    self._confirmed[act.job_id] = sent
+
+    def _drop_lapsing(self, every: float) -> None:
+        """A renewal failed. The store lets a lease lapse ``lease_ttl`` (by its clock)
+        after the request that last set it; an activation whose lease the next renewal
+        might reach only after that (it is due in ``every``, and is given half as long
+        again to get through) is lost now, before another silo may take its job over."""
+        now = self.clock.monotonic()
+        ttl = self.options.lease_ttl.total_seconds()
+        for act in list(self.activations.values()):
+            confirmed = self._confirmed.get(act.job_id, now)
+            if act.alive and now - confirmed + 1.5 * every >= ttl:
+                log.warning(
+                    "job %s: lease not renewed for %.1fs, giving the job up", act.job_id,
+                    now - confirmed,
+                )  # fmt: skip
+                act.lose("its lease could not be renewed in time")
 
     async def _control_loop(self) -> None:
         while self._running:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 
+from anu_jobs.clock import Clock
 from anu_jobs.errors import ConfigurationError
 from anu_jobs.storage._url import ACCEPTED_FORMS, redact_url, scheme_of
 from anu_jobs.storage.base import (
@@ -54,13 +55,19 @@ _PROVIDERS: dict[str, tuple[str, str, str]] = {
     "postgres": ("anu_jobs.storage.postgres", "PostgresStorage", "anu-jobs[postgres]"),
 }
 
+# Providers that serve one host and keep the store's time (lease expiries, heartbeats) on
+# the clock they are given; PostgreSQL keeps it on the server's clock, which silos share.
+_HOST_CLOCK = frozenset({"memory", "sqlite"})
 
-def open_storage(url: str) -> Storage:
+
+def open_storage(url: str, *, clock: Clock | None = None) -> Storage:
     """The provider for ``url``, not yet opened (``await storage.open()`` next).
 
     ``memory://`` is a fresh private store; ``memory://NAME`` a store shared by that name
     within the process; ``sqlite:///relative/path.db`` and ``sqlite:////absolute/path.db``
-    a SQLite file; ``postgresql://…`` a PostgreSQL database. Raises
+    a SQLite file; ``postgresql://…`` a PostgreSQL database. ``clock`` (the silo's)
+    keeps the store's time on memory and SQLite, which serve one host; PostgreSQL always
+    uses the server's clock, whatever ``clock`` is. Raises
     :class:`~anu_jobs.errors.ConfigurationError` for any other URL, or when the
     provider is not installed.
     """
@@ -84,5 +91,6 @@ def open_storage(url: str) -> Storage:
             f"the {scheme} storage provider needs {exc.name!r}: pip install {extra or exc.name}"
         ) from exc
     provider: type[Storage] = getattr(module, class_name)
-    storage: Storage = provider.from_url(url)  # type: ignore[attr-defined]
+    kwargs = {"clock": clock} if clock is not None and scheme in _HOST_CLOCK else {}
+    storage: Storage = provider.from_url(url, **kwargs)  # type: ignore[attr-defined]
     return storage

@@ -19,6 +19,12 @@ Vocabulary (Orleans'):
   over can never write again.
 - **membership**: silos, their heartbeats and status. A lease held by a silo whose status
   is ``dead`` or ``stopped`` is free to take, whatever its expiry.
+- **store time**: the one clock that liveness is judged by. Lease expiries and heartbeats
+  are stamped, and compared, with the store's own time, never with a caller's: callers
+  send durations (``lease_for``, ``dead_after``), so silos whose clocks disagree still
+  agree on who holds what and who is alive. PostgreSQL uses the server's clock; SQLite
+  and memory, which serve one host, use the clock they were opened with (the silo's).
+  Due times (reminders, ``now`` and ``until`` below) stay the callers' times.
 - **control messages**: a durable inbox per job, for requests (cancel, pause, trigger…)
   from processes that do not hold the job's lease. A job with pending control messages
   is due now, whatever its reminder says.
@@ -268,11 +274,11 @@ class Storage(ABC):
 
     @abstractmethod
     async def overdue(
-        self, now: datetime, due_before: datetime, limit: int = 100
+        self, due_before: datetime, limit: int = 100
     ) -> tuple[int, list[tuple[str, datetime]]]:
-        """Jobs due before ``due_before`` whose lease is free at ``now``: due, but taken by
-        no silo (late, or missed while no silo ran). Returns how many there are, and the
-        ``limit`` most overdue with their ``due_at``, oldest first."""
+        """Jobs due before ``due_before`` whose lease is free (at store time): due, but
+        taken by no silo (late, or missed while no silo ran). Returns how many there are,
+        and the ``limit`` most overdue with their ``due_at``, oldest first."""
 
     @abstractmethod
     async def run_counts(
@@ -286,15 +292,16 @@ class Storage(ABC):
 
     @abstractmethod
     async def claim_due(
-        self, silo_id: str, now: datetime, until: datetime, limit: int, lease_until: datetime
+        self, silo_id: str, now: datetime, until: datetime, limit: int, lease_for: timedelta
     ) -> list[Claim]:
         """Take the leases of up to ``limit`` jobs that are due and free, in one transaction.
 
         Due: the reminder's ``due_at`` is at or before ``until``, or the job has pending
-        control messages. Free: no lease, or a lease whose ``expires_at`` is at or
-        before ``now``, or whose holder's status is ``dead`` or ``stopped``. The earliest
-        due come first. Each claimed lease gets ``silo_id``, the previous epoch plus one
-        (1 for a job never leased) and ``lease_until`` as expiry. Each claim carries the
+        control messages (due at ``now``, the caller's time, for the order below). Free:
+        no lease, or a lease whose expiry is at or before the store's time, or whose
+        holder's status is ``dead`` or ``stopped``. The earliest due come first. Each
+        claimed lease gets ``silo_id``, the previous epoch plus one (1 for a job never
+        leased) and, as expiry, the store's time plus ``lease_for``. Each claim carries the
         job's envelope, its ``due_at`` and its pending control messages in posting order.
         Concurrent claimers never both claim one job (``FOR UPDATE SKIP LOCKED`` on
         PostgreSQL; the single writer on SQLite).
@@ -302,9 +309,10 @@ class Storage(ABC):
 
     @abstractmethod
     async def acquire_lease(
-        self, job_id: str, silo_id: str, now: datetime, lease_until: datetime
+        self, job_id: str, silo_id: str, lease_for: timedelta
     ) -> tuple[LeaseToken, StateEnvelope, tuple[ControlMessage, ...]] | None:
-        """Take one job's lease if it is free (same rule as :meth:`claim_due`), due or not.
+        """Take one job's lease if it is free (same rule as :meth:`claim_due`), due or not,
+        until the store's time plus ``lease_for``.
 
         Returns the token, the envelope and the pending control messages; None when a
         live holder has it. Raises :class:`~anu_jobs.errors.JobNotFoundError` when no
@@ -313,10 +321,11 @@ class Storage(ABC):
 
     @abstractmethod
     async def renew_leases(
-        self, tokens: Sequence[LeaseToken], lease_until: datetime
+        self, tokens: Sequence[LeaseToken], lease_for: timedelta
     ) -> list[LeaseToken]:
-        """Extend the leases still held under these tokens; return the tokens that were lost
-        (another epoch, another holder, or the job is gone)."""
+        """Extend the leases still held under these tokens to the store's time plus
+        ``lease_for``; return the tokens that were lost (another epoch, another holder, or
+        the job is gone). A lease that expired but that nobody took since is still held."""
 
     @abstractmethod
     async def release_leases(self, tokens: Sequence[LeaseToken]) -> None:
@@ -324,13 +333,15 @@ class Storage(ABC):
         is kept, so the next holder's epoch is higher."""
 
     @abstractmethod
-    async def lease_holder(self, job_id: str, now: datetime) -> LeaseToken | None:
-        """The live lease of a job (unexpired, holder not dead or stopped), or None."""
+    async def lease_holder(self, job_id: str) -> LeaseToken | None:
+        """The live lease of a job (unexpired at store time, holder not dead or stopped),
+        or None."""
 
     @abstractmethod
     async def next_due(self, now: datetime) -> datetime | None:
-        """The earliest ``due_at`` among jobs whose lease is free at ``now`` (``now`` itself
-        when such a job has pending control messages); None when nothing is scheduled."""
+        """The earliest ``due_at`` among jobs whose lease is free (at store time); ``now``,
+        the caller's time, when such a job has pending control messages and nothing is due
+        earlier; None when nothing is scheduled."""
 
     # -- the write path ------------------------------------------------------------------
 
@@ -387,25 +398,34 @@ class Storage(ABC):
 
     @abstractmethod
     async def register_silo(self, info: SiloInfo) -> None:
-        """Add a silo as ``active``; a silo id is never registered twice."""
+        """Add a silo as ``active``; a silo id is never registered twice. Its first
+        heartbeat is the store's time (``info.heartbeat_at`` is not used);
+        ``info.started_at`` is kept as the silo gave it."""
 
     @abstractmethod
-    async def heartbeat(self, silo_id: str, now: datetime) -> bool:
-        """Record that the silo is alive. False when it was declared dead or stopped:
-        such a silo must stop at once and never come back under that id."""
+    async def heartbeat(self, silo_id: str) -> bool:
+        """Record that the silo is alive, at the store's time. False when it was declared
+        dead or stopped: such a silo must stop at once and never come back under that id."""
 
     @abstractmethod
     async def set_silo_status(self, silo_id: str, status: SiloStatus, now: datetime) -> None:
         """Change a silo's status. ``stopped`` and ``dead`` free all its leases at once."""
 
     @abstractmethod
-    async def declare_dead(self, now: datetime, missed_since: datetime) -> list[str]:
-        """Declare dead every ``active`` or ``stopping`` silo whose last heartbeat is before
-        ``missed_since``; free their leases; return their ids."""
+    async def declare_dead(self, dead_after: timedelta, by: str | None = None) -> list[str]:
+        """Declare dead every ``active`` or ``stopping`` silo whose last heartbeat is more
+        than ``dead_after`` before the store's time, but ``by`` (the silo asking, which has
+        just reported itself alive); free their leases; return their ids."""
 
     @abstractmethod
     async def list_silos(self) -> list[SiloInfo]:
         """Every silo the store knows, newest first."""
+
+    @abstractmethod
+    async def now(self) -> datetime:
+        """The store's time now, which heartbeats are stamped with: how long ago a silo
+        heartbeat is ``await storage.now() - info.heartbeat_at``, whatever the asker's
+        clock says."""
 
     # -- store metadata --------------------------------------------------------------
 

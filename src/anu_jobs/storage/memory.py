@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 from typing import Any, cast
 
 from anu_jobs import _json
+from anu_jobs.clock import Clock, SystemClock
 from anu_jobs.errors import (
     DuplicateJobError,
     EtagConflictError,
@@ -153,9 +154,14 @@ class MemoryStorage(Storage):
     """A store in this process's memory: ``memory://`` is private to this object,
     ``memory://NAME`` is shared by every ``MemoryStorage`` of that name in the process
     (so a client and a silo in one process see the same jobs). Nothing survives the
-    process. Notices reach every listener of the same store."""
+    process. Notices reach every listener of the same store.
 
-    def __init__(self, name: str | None = None) -> None:
+    Store time (lease expiries, heartbeats) is ``clock``'s, the system clock unless given:
+    the silo's clock, which a silo passes through :func:`~anu_jobs.storage.open_storage`.
+    """
+
+    def __init__(self, name: str | None = None, *, clock: Clock | None = None) -> None:
+        self.clock: Clock = clock or SystemClock()
         if name is None:
             self._store = _Store()
             self.url = "memory://"
@@ -166,10 +172,13 @@ class MemoryStorage(Storage):
         self._opened = False
 
     @classmethod
-    def from_url(cls, url: str) -> MemoryStorage:
-        """``memory://`` or ``memory://NAME``."""
+    def from_url(cls, url: str, *, clock: Clock | None = None) -> MemoryStorage:
+        """``memory://`` or ``memory://NAME``; ``clock`` keeps the store's time."""
         name = url.partition("://")[2].rstrip("/")
-        return cls(name or None)
+        return cls(name or None, clock=clock)
+
+    def _now_us(self) -> int:
+        return to_us(self.clock.now())
 
     def _db(self) -> _Store:
         if not self._opened:
@@ -257,12 +266,13 @@ class MemoryStorage(Storage):
     # -- leases and reminders ---------------------------------------------------------
 
     async def claim_due(
-        self, silo_id: str, now: datetime, until: datetime, limit: int, lease_until: datetime
+        self, silo_id: str, now: datetime, until: datetime, limit: int, lease_for: timedelta
     ) -> list[Claim]:
         db = self._db()
         if limit <= 0:
             return []
-        now_us, until_us, expires_us = to_us(now), to_us(until), to_us(lease_until)
+        now_us, until_us, store_us = to_us(now), to_us(until), self._now_us()
+        expires_us = store_us + lease_for // _MICRO
         with db.lock:
             # The same two sources as the SQL: the first `limit` free reminders in due
             # order, and every free job with mail (due now); then the earliest `limit`.
@@ -270,9 +280,9 @@ class MemoryStorage(Storage):
             for due_us, job_id in db.due_index:
                 if due_us > until_us or len(keys) >= limit:
                     break
-                if db.is_free(job_id, now_us):
+                if db.is_free(job_id, store_us):
                     keys[job_id] = due_us
-            with_mail = [j for j in db.control_by_job if db.is_free(j, now_us)]
+            with_mail = [j for j in db.control_by_job if db.is_free(j, store_us)]
             for job_id in with_mail:
                 keys[job_id] = min(keys.get(job_id, now_us), now_us)
             chosen = sorted(keys, key=lambda j: (keys[j], j))[:limit]
@@ -291,23 +301,24 @@ class MemoryStorage(Storage):
         return claims
 
     async def acquire_lease(
-        self, job_id: str, silo_id: str, now: datetime, lease_until: datetime
+        self, job_id: str, silo_id: str, lease_for: timedelta
     ) -> tuple[LeaseToken, StateEnvelope, tuple[ControlMessage, ...]] | None:
         db = self._db()
+        store_us = self._now_us()
         with db.lock:
             row = db.jobs.get(job_id)
             if row is None:
                 raise JobNotFoundError(job_id)
-            if not db.is_free(job_id, to_us(now)):
+            if not db.is_free(job_id, store_us):
                 return None
-            token = db.take_lease(job_id, silo_id, to_us(lease_until))
+            token = db.take_lease(job_id, silo_id, store_us + lease_for // _MICRO)
             return token, envelope_from_row(row), db.control_of(job_id)
 
     async def renew_leases(
-        self, tokens: Sequence[LeaseToken], lease_until: datetime
+        self, tokens: Sequence[LeaseToken], lease_for: timedelta
     ) -> list[LeaseToken]:
         db = self._db()
-        expires_us = to_us(lease_until)
+        expires_us = self._now_us() + lease_for // _MICRO
         lost = []
         with db.lock:
             for token in tokens:
@@ -326,21 +337,22 @@ class MemoryStorage(Storage):
                 if lease is not None and lease[0] == token.silo_id and lease[1] == token.epoch:
                     db.leases[token.job_id] = (None, lease[1], lease[2])
 
-    async def lease_holder(self, job_id: str, now: datetime) -> LeaseToken | None:
+    async def lease_holder(self, job_id: str) -> LeaseToken | None:
         db = self._db()
+        store_us = self._now_us()
         with db.lock:
             lease = db.leases.get(job_id)
-            if lease is None or lease[0] is None or db.is_free(job_id, to_us(now)):
+            if lease is None or lease[0] is None or db.is_free(job_id, store_us):
                 return None
             return LeaseToken(job_id, lease[0], lease[1])
 
     async def overdue(
-        self, now: datetime, due_before: datetime, limit: int = 100
+        self, due_before: datetime, limit: int = 100
     ) -> tuple[int, list[tuple[str, datetime]]]:
         db = self._db()
-        now_us, before_us = to_us(now), to_us(due_before)
+        store_us, before_us = self._now_us(), to_us(due_before)
         with db.lock:
-            late = [(j, d) for d, j in db.due_index if d < before_us and db.is_free(j, now_us)]
+            late = [(j, d) for d, j in db.due_index if d < before_us and db.is_free(j, store_us)]
         return len(late), [(j, from_us(d)) for j, d in late[:limit]]
 
     async def run_counts(
@@ -359,10 +371,10 @@ class MemoryStorage(Storage):
 
     async def next_due(self, now: datetime) -> datetime | None:
         db = self._db()
-        now_us = to_us(now)
+        now_us, store_us = to_us(now), self._now_us()
         with db.lock:
-            best = next((d for d, j in db.due_index if db.is_free(j, now_us)), None)
-            if any(db.is_free(j, now_us) for j in db.control_by_job):
+            best = next((d for d, j in db.due_index if db.is_free(j, store_us)), None)
+            if any(db.is_free(j, store_us) for j in db.control_by_job):
                 best = now_us if best is None else min(best, now_us)
         return None if best is None else from_us(best)
 
@@ -496,15 +508,17 @@ class MemoryStorage(Storage):
         with db.lock:
             if info.silo_id in db.silos:
                 raise StorageError(f"silo {info.silo_id!r} is registered already; use a new id")
-            db.silos[info.silo_id] = silo_to_row(info)
+            row = silo_to_row(info)
+            db.silos[info.silo_id] = (*row[:4], self._now_us(), *row[5:])
 
-    async def heartbeat(self, silo_id: str, now: datetime) -> bool:
+    async def heartbeat(self, silo_id: str) -> bool:
         db = self._db()
+        store_us = self._now_us()
         with db.lock:
             row = db.silos.get(silo_id)
             if row is None or row[5] not in ("active", "stopping"):
                 return False
-            db.silos[silo_id] = (*row[:4], to_us(now), *row[5:])
+            db.silos[silo_id] = (*row[:4], store_us, *row[5:])
             return True
 
     async def set_silo_status(self, silo_id: str, status: SiloStatus, now: datetime) -> None:
@@ -517,14 +531,14 @@ class MemoryStorage(Storage):
             if status in FREEING_STATUSES:
                 db.free_leases_of({silo_id})
 
-    async def declare_dead(self, now: datetime, missed_since: datetime) -> list[str]:
+    async def declare_dead(self, dead_after: timedelta, by: str | None = None) -> list[str]:
         db = self._db()
-        limit_us = to_us(missed_since)
+        limit_us = self._now_us() - dead_after // _MICRO
         with db.lock:
             dead = sorted(
                 silo_id
                 for silo_id, row in db.silos.items()
-                if row[5] in ("active", "stopping") and row[4] < limit_us
+                if row[5] in ("active", "stopping") and row[4] < limit_us and silo_id != by
             )
             for silo_id in dead:
                 row = db.silos[silo_id]
@@ -537,6 +551,10 @@ class MemoryStorage(Storage):
         with db.lock:
             rows = sorted(db.silos.values(), key=lambda r: (r[3], r[0]), reverse=True)
         return [silo_from_row(r) for r in rows]
+
+    async def now(self) -> datetime:
+        self._db()
+        return from_us(self._now_us())
 
     # -- store metadata ------------------------------------------------------------------
 

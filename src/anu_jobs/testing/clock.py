@@ -34,9 +34,15 @@ class FakeClock(Clock):
         self._now = ensure_utc(start) if start else datetime(2030, 1, 1, tzinfo=UTC)
         self._timers: list[tuple[datetime, int, _FakeTimer, Callable[[], None]]] = []
         self._seq = itertools.count()
+        self._elapsed = 0.0  # what monotonic() reports: forward moves only, not jumps
 
     def now(self) -> datetime:
         return self._now
+
+    def monotonic(self) -> float:
+        """Seconds the clock was moved forward by :meth:`set` and :meth:`advance`
+        (:meth:`jump` moves :meth:`now` only, as a step of a real clock would)."""
+        return self._elapsed
 
     def call_at(self, when: datetime, callback: Callable[[], None]) -> TimerHandle:
         timer = _FakeTimer()
@@ -66,11 +72,16 @@ class FakeClock(Clock):
             at, _, timer, callback = heapq.heappop(self._timers)
             if timer.cancelled:
                 continue
-            self._now = max(self._now, at)
+            self._move_to(at)
             callback()
             await _settle()
-        self._now = max(self._now, when)
+        self._move_to(when)
         await _settle()
+
+    def _move_to(self, when: datetime) -> None:
+        if when > self._now:
+            self._elapsed += (when - self._now).total_seconds()
+            self._now = when
 
     async def advance(self, seconds: float | timedelta) -> None:
         """Move the clock forward by ``seconds``, firing every timer due on the way."""

@@ -2,15 +2,16 @@
 provider must pass, unchanged (Orleans' storage test kit, ``trio.testing``'s checkers).
 
 A provider's tests subclass :class:`StorageConformance` and supply a ``storage``
-fixture: an opened, empty store, closed after the test. Override the ``twin`` fixture
-with a second storage object opened on the same store where the provider can (it
-defaults to ``storage`` itself), so that concurrent claims and notices are checked
-across objects::
+fixture: an opened, empty store, closed after the test, whose store time (the clock that
+stamps and judges lease expiries and heartbeats) is the suite's ``store_clock``. Override
+the ``twin`` fixture with a second storage object opened on the same store, on the same
+clock, where the provider can (it defaults to ``storage`` itself), so that concurrent
+claims and notices are checked across objects::
 
     class TestMyStorage(StorageConformance):
         @pytest.fixture
-        async def storage(self, tmp_path):
-            store = MyStorage(tmp_path / "db")
+        async def storage(self, tmp_path, store_clock):
+            store = MyStorage(tmp_path / "db", clock=store_clock)
             await store.open()
             yield store
             await store.close()
@@ -21,6 +22,7 @@ It needs pytest and pytest-asyncio; nothing in ``anu_jobs`` imports it.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -44,15 +46,29 @@ from anu_jobs.storage.base import (
     SiloInfo,
     Storage,
 )
+from anu_jobs.testing.clock import FakeClock
 
 __all__ = ["StorageConformance"]
 
 T0 = datetime(2030, 1, 1, tzinfo=UTC)
 
+# The running test's store clock (the ``store_clock`` fixture), for the helpers below.
+_store_clock: FakeClock | None = None
+
 
 def at(seconds: float) -> datetime:
     """``T0`` plus ``seconds``: every time in the suite is relative to one instant."""
     return T0 + timedelta(seconds=seconds)
+
+
+def secs(seconds: float) -> timedelta:
+    return timedelta(seconds=seconds)
+
+
+def store_time(seconds: float) -> None:
+    """Set the store's clock to ``at(seconds)``, forwards or back."""
+    assert _store_clock is not None, "the storage fixture must open the store on store_clock"
+    _store_clock.jump(at(seconds))
 
 
 async def new_job(
@@ -76,16 +92,45 @@ async def claim(
     limit: int = 100,
     lease: float = 30,
 ) -> list[Claim]:
-    """``claim_due`` in suite time: the lease lasts ``lease`` seconds from ``now``."""
-    return await storage.claim_due(silo, at(now), at(until), limit, at(now + lease))
+    """``claim_due`` at store time ``now`` (the caller's too): leases for ``lease`` s."""
+    store_time(now)
+    return await storage.claim_due(silo, at(now), at(until), limit, secs(lease))
 
 
 async def take(storage: Storage, job_id: str, silo: str = "s1", now: float = 0) -> Claim:
-    """Take one job's lease (for 30 s) whether it is due or not, as a :class:`Claim`."""
-    taken = await storage.acquire_lease(job_id, silo, at(now), at(now + 30))
+    """Take one job's lease (for 30 s from store time ``now``) whether it is due or not,
+    as a :class:`Claim`."""
+    store_time(now)
+    taken = await storage.acquire_lease(job_id, silo, secs(30))
     assert taken is not None, f"the lease of {job_id} was not free at {now}"
     token, envelope, control = taken
     return Claim(token, envelope, None, control)
+
+
+async def holder(storage: Storage, job_id: str, now: float = 0) -> LeaseToken | None:
+    """``lease_holder`` at store time ``now``."""
+    store_time(now)
+    return await storage.lease_holder(job_id)
+
+
+async def renew(
+    storage: Storage, tokens: Sequence[LeaseToken], now: float = 0, lease: float = 30
+) -> list[LeaseToken]:
+    """``renew_leases`` at store time ``now``, for ``lease`` seconds."""
+    store_time(now)
+    return await storage.renew_leases(tokens, secs(lease))
+
+
+async def next_due(storage: Storage, now: float = 0) -> datetime | None:
+    """``next_due`` at store time ``now`` (the caller's too)."""
+    store_time(now)
+    return await storage.next_due(at(now))
+
+
+async def beat(storage: Storage, silo_id: str, now: float = 0) -> bool:
+    """``heartbeat`` at store time ``now``."""
+    store_time(now)
+    return await storage.heartbeat(silo_id)
 
 
 def write(
@@ -142,6 +187,17 @@ def ids(claims: list[Claim]) -> list[str]:
 class StorageConformance:
     """Every contract method, against the ``storage`` fixture the subclass provides."""
 
+    @pytest.fixture(autouse=True)
+    def store_clock(self) -> Iterator[FakeClock]:
+        """The store's clock, at ``T0``: the ``storage`` fixture opens the store on it,
+        and the tests move it to say what time it is for the store."""
+        global _store_clock
+        _store_clock = FakeClock(T0)
+        try:
+            yield _store_clock
+        finally:
+            _store_clock = None
+
     @pytest.fixture
     def twin(self, storage: Storage) -> Storage:
         """A second storage object on ``storage``'s store; override where possible."""
@@ -158,7 +214,7 @@ class StorageConformance:
         )  # fmt: skip
         assert await storage.read_state("nope") is None
         assert await storage.read_due_at(["a", "nope"]) == {"a": at(5)}
-        assert await storage.lease_holder("a", at(0)) is None
+        assert await holder(storage, "a") is None
 
     async def test_insert_jobs_creates_all_in_one_go(self, storage: Storage) -> None:
         jobs = [
@@ -187,11 +243,13 @@ class StorageConformance:
             await new_job(storage, f"o{i}", due=i)
         await new_job(storage, "later", due=100)
         await storage.register_silo(SiloInfo("s1", "h", 1, at(0), at(0)))
-        await storage.claim_due("s1", at(10), at(10), 1, at(60))  # s1 takes o0
-        count, oldest = await storage.overdue(at(10), at(4), limit=2)
+        await claim(storage, now=10, until=10, limit=1, lease=50)  # s1 takes o0 until 60
+        count, oldest = await storage.overdue(at(4), limit=2)
         assert count == 3  # o1, o2, o3: due before 4 and free
         assert oldest == [("o1", at(1)), ("o2", at(2))]
-        assert (await storage.overdue(at(10), at(0)))[0] == 0
+        assert (await storage.overdue(at(0)))[0] == 0
+        store_time(60)  # s1's lease has lapsed: o0 is overdue too
+        assert (await storage.overdue(at(4)))[0] == 4
 
     async def test_run_counts_by_bucket_and_stage(self, storage: Storage) -> None:
         await new_job(storage, "r", due=None)
@@ -214,7 +272,7 @@ class StorageConformance:
     async def test_insert_without_reminder_has_no_due_at(self, storage: Storage) -> None:
         await new_job(storage, "a", due=None)
         assert await storage.read_due_at(["a"]) == {}
-        assert await storage.next_due(at(0)) is None
+        assert await next_due(storage) is None
 
     async def test_duplicate_insert_is_refused_and_keeps_the_original(
         self, storage: Storage
@@ -266,7 +324,7 @@ class StorageConformance:
         [cleared] = await storage.commit([write((c.lease, result.etag or 0), due=None)])
         assert cleared.ok
         assert await storage.read_due_at(["a"]) == {}
-        assert await storage.lease_holder("a", at(1)) == c.lease  # no release asked
+        assert await holder(storage, "a", 1) == c.lease  # no release asked
 
     async def test_commit_with_a_stale_etag_conflicts_carrying_both_etags(
         self, storage: Storage
@@ -301,7 +359,7 @@ class StorageConformance:
         assert env.state == {"n": 0}
         assert env.etag == etag
         assert await storage.read_run("r1") is None
-        assert await storage.lease_holder("a", at(31)) == new.lease
+        assert await holder(storage, "a", 31) == new.lease
         [ok] = await storage.commit([write(new, {"n": 1})])
         assert ok.ok
 
@@ -386,7 +444,7 @@ class StorageConformance:
         assert gone.etag is None
         assert await storage.read_state("a") is None
         assert await storage.read_due_at(["a"]) == {}
-        assert await storage.lease_holder("a", at(1)) is None
+        assert await holder(storage, "a", 1) is None
         assert await storage.control_pending([msg]) == set()
         assert await storage.read_runs("a") == []
         assert await storage.read_run("ra") is None
@@ -400,8 +458,8 @@ class StorageConformance:
         c = await take(storage, "a", silo="s1")
         [result] = await storage.commit([write(c, due=100, release=True)])
         assert result.ok
-        assert await storage.lease_holder("a", at(1)) is None
-        taken = await storage.acquire_lease("a", "s2", at(1), at(31))
+        assert await holder(storage, "a", 1) is None
+        taken = await storage.acquire_lease("a", "s2", secs(30))
         assert taken is not None
         assert taken[0] == LeaseToken("a", "s2", 2)
         assert taken[1].etag == result.etag
@@ -444,7 +502,7 @@ class StorageConformance:
     async def test_claim_due_with_no_room_claims_nothing(self, storage: Storage) -> None:
         await new_job(storage, "a")
         assert await claim(storage, limit=0) == []
-        assert await storage.lease_holder("a", at(0)) is None
+        assert await holder(storage, "a") is None
 
     async def test_claim_carries_the_envelope_due_time_and_lease(self, storage: Storage) -> None:
         etag = await new_job(storage, "a", due=2, state={"k": "v"}, stage="active")
@@ -454,8 +512,8 @@ class StorageConformance:
         assert c.envelope.etag == etag
         assert c.due_at == at(2)
         assert c.control == ()
-        assert await storage.lease_holder("a", at(62)) == c.lease
-        assert await storage.lease_holder("a", at(63)) is None
+        assert await holder(storage, "a", 62.999999) == c.lease
+        assert await holder(storage, "a", 63) is None
 
     async def test_claim_due_skips_live_leases_and_takes_expired_ones(
         self, storage: Storage
@@ -465,7 +523,7 @@ class StorageConformance:
         assert await claim(storage, silo="s2", now=29.999999, until=30) == []
         [second] = await claim(storage, silo="s2", now=30, until=30)
         assert second.lease == LeaseToken("a", "s2", first.lease.epoch + 1)
-        assert await storage.lease_holder("a", at(31)) == second.lease
+        assert await holder(storage, "a", 31) == second.lease
 
     async def test_claim_due_takes_leases_of_dead_and_stopped_silos(self, storage: Storage) -> None:
         for silo_id in ("s1", "s2", "s3"):
@@ -485,7 +543,7 @@ class StorageConformance:
         await storage.release_leases([c.lease for c in retaken])
         zombie = await claim(storage, silo="s3", now=3, lease=3600)
         assert ids(zombie) == ["a", "b"]
-        assert await storage.lease_holder("a", at(4)) is None
+        assert await holder(storage, "a", 4) is None
         assert ids(await claim(storage, silo="s2", now=4)) == ["a", "b"]
 
     async def test_jobs_with_pending_control_are_due_now(self, storage: Storage) -> None:
@@ -542,7 +600,8 @@ class StorageConformance:
             c = await take(storage, "a", silo=f"s{n}", now=n * 100)
             epochs.append(c.lease.epoch)
             await storage.release_leases([c.lease])
-        token = await storage.acquire_lease("a", "s9", at(400), at(430))
+        store_time(400)
+        token = await storage.acquire_lease("a", "s9", secs(30))
         assert token is not None
         assert [*epochs, token[0].epoch] == [1, 2, 3, 4]
 
@@ -551,18 +610,20 @@ class StorageConformance:
     async def test_acquire_lease_takes_a_free_job_due_or_not(self, storage: Storage) -> None:
         etag = await new_job(storage, "a", due=None, state={"q": 1})
         msg = await storage.post_control("a", {"op": "pause"}, at(0))
-        taken = await storage.acquire_lease("a", "client", at(0), at(5))
+        taken = await storage.acquire_lease("a", "client", secs(5))
         assert taken is not None
         token, env, control = taken
         assert token == LeaseToken("a", "client", 1)
         assert (env.state, env.etag) == ({"q": 1}, etag)
         assert [m.msg_id for m in control] == [msg]
-        assert await storage.acquire_lease("a", "other", at(4), at(9)) is None
-        again = await storage.acquire_lease("a", "other", at(5), at(9))
+        store_time(4.999999)
+        assert await storage.acquire_lease("a", "other", secs(4)) is None
+        store_time(5)
+        again = await storage.acquire_lease("a", "other", secs(4))
         assert again is not None
         assert again[0] == LeaseToken("a", "other", 2)
         with pytest.raises(JobNotFoundError) as info:
-            await storage.acquire_lease("nope", "client", at(0), at(5))
+            await storage.acquire_lease("nope", "client", secs(5))
         assert info.value.job_id == "nope"
 
     async def test_renew_extends_held_leases_and_returns_the_lost(self, storage: Storage) -> None:
@@ -573,11 +634,12 @@ class StorageConformance:
         [deleted] = await storage.commit([write(claims["c"], delete=True)])
         assert deleted.ok
         tokens = [claims[j].lease for j in "abc"]
-        lost = await storage.renew_leases(tokens, at(100))
+        lost = await renew(storage, tokens, now=10, lease=90)  # "a" expired, nobody took it
         assert lost == [claims["b"].lease, claims["c"].lease]
-        assert await storage.lease_holder("a", at(99)) == claims["a"].lease
-        assert await storage.lease_holder("b", at(11)) == stolen.lease
-        assert await storage.renew_leases([], at(100)) == []
+        assert await holder(storage, "a", 99) == claims["a"].lease
+        assert await holder(storage, "a", 100) is None
+        assert await holder(storage, "b", 11) == stolen.lease
+        assert await renew(storage, [], now=10) == []
 
     async def test_release_frees_only_matching_leases_and_keeps_the_epoch(
         self, storage: Storage
@@ -585,44 +647,44 @@ class StorageConformance:
         await new_job(storage, "a")
         c = await take(storage, "a", silo="s1")
         await storage.release_leases([LeaseToken("a", "s1", 7), LeaseToken("a", "s2", 1)])
-        assert await storage.lease_holder("a", at(1)) == c.lease
+        assert await holder(storage, "a", 1) == c.lease
         await storage.release_leases([c.lease])
-        assert await storage.lease_holder("a", at(1)) is None
-        assert await storage.renew_leases([c.lease], at(60)) == [c.lease]
+        assert await holder(storage, "a", 1) is None
+        assert await renew(storage, [c.lease], now=1) == [c.lease]
         [again] = await claim(storage, silo="s2", now=1, until=1)
         assert again.lease.epoch == 2
 
     async def test_lease_holder_sees_only_live_leases(self, storage: Storage) -> None:
         await storage.register_silo(silo("s1"))
         await new_job(storage, "a")
-        assert await storage.lease_holder("nope", at(0)) is None
+        assert await holder(storage, "nope") is None
         c = await take(storage, "a", silo="s1")  # until 30
-        assert await storage.lease_holder("a", at(29)) == c.lease
-        assert await storage.lease_holder("a", at(30)) is None
+        assert await holder(storage, "a", 29) == c.lease
+        assert await holder(storage, "a", 30) is None
         await storage.set_silo_status("s1", "dead", at(1))
-        assert await storage.lease_holder("a", at(1)) is None
+        assert await holder(storage, "a", 1) is None
 
     # -- next_due ---------------------------------------------------------------------
 
     async def test_next_due_is_the_earliest_free_reminder(self, storage: Storage) -> None:
-        assert await storage.next_due(at(0)) is None
+        assert await next_due(storage) is None
         await new_job(storage, "a", due=10)
         await new_job(storage, "b", due=20)
         await new_job(storage, "c", due=None)
-        assert await storage.next_due(at(0)) == at(10)
+        assert await next_due(storage) == at(10)
         await take(storage, "a", now=0)  # leased until 30
-        assert await storage.next_due(at(0)) == at(20)
+        assert await next_due(storage) == at(20)
         await take(storage, "b", silo="s2", now=0)
-        assert await storage.next_due(at(0)) is None
-        assert await storage.next_due(at(30)) == at(10)  # both leases expired
+        assert await next_due(storage) is None
+        assert await next_due(storage, 30) == at(10)  # both leases expired
 
     async def test_next_due_is_now_for_a_free_job_with_mail(self, storage: Storage) -> None:
         await new_job(storage, "a", due=100)
         await new_job(storage, "b", due=None)
         await storage.post_control("b", {"op": "trigger"}, at(0))
-        assert await storage.next_due(at(3)) == at(3)
+        assert await next_due(storage, 3) == at(3)
         await take(storage, "b", now=3)
-        assert await storage.next_due(at(3)) == at(100)
+        assert await next_due(storage, 3) == at(100)
 
     # -- control inbox ----------------------------------------------------------------
 
@@ -719,13 +781,13 @@ class StorageConformance:
     async def test_heartbeat_is_refused_once_dead_or_stopped(self, storage: Storage) -> None:
         await storage.register_silo(silo("s1"))
         await storage.register_silo(silo("s2"))
-        assert await storage.heartbeat("s1", at(7))
+        assert await beat(storage, "s1", 7)
         assert {s.silo_id: s.heartbeat_at for s in await storage.list_silos()}["s1"] == at(7)
         await storage.set_silo_status("s1", "dead", at(8))
-        assert not await storage.heartbeat("s1", at(9))
+        assert not await beat(storage, "s1", 9)
         await storage.set_silo_status("s2", "stopped", at(8))
-        assert not await storage.heartbeat("s2", at(9))
-        assert not await storage.heartbeat("never-registered", at(9))
+        assert not await beat(storage, "s2", 9)
+        assert not await beat(storage, "never-registered", 9)
         statuses = {s.silo_id: (s.status, s.heartbeat_at) for s in await storage.list_silos()}
         assert statuses == {"s1": ("dead", at(7)), "s2": ("stopped", at(0))}
 
@@ -734,22 +796,25 @@ class StorageConformance:
         await new_job(storage, "a")
         c = await take(storage, "a", silo="s1")
         await storage.set_silo_status("s1", "stopping", at(1))
-        assert await storage.heartbeat("s1", at(1))
-        assert await storage.lease_holder("a", at(1)) == c.lease
+        assert await beat(storage, "s1", 1)
+        assert await holder(storage, "a", 1) == c.lease
         await storage.set_silo_status("s1", "stopped", at(2))
-        assert await storage.lease_holder("a", at(2)) is None
-        assert await storage.renew_leases([c.lease], at(60)) == [c.lease]
+        assert await holder(storage, "a", 2) is None
+        assert await renew(storage, [c.lease], now=2) == [c.lease]
 
     async def test_declare_dead_takes_silos_that_missed_heartbeats(self, storage: Storage) -> None:
-        for silo_id, beat in (("quiet", 0), ("alive", 50), ("gone", 0), ("draining", 1)):
-            await storage.register_silo(silo(silo_id, heartbeat=beat))
+        for silo_id in ("quiet", "alive", "gone", "draining"):
+            await storage.register_silo(silo(silo_id))  # a first heartbeat at 0
         await storage.set_silo_status("gone", "stopped", at(2))
         await storage.set_silo_status("draining", "stopping", at(2))
+        assert await beat(storage, "draining", 1)
+        assert await beat(storage, "alive", 10)
         await new_job(storage, "q")
         await new_job(storage, "l")
         q = await take(storage, "q", silo="quiet")
         live = await take(storage, "l", silo="alive")
-        dead = await storage.declare_dead(at(60), missed_since=at(10))
+        store_time(12)
+        dead = await storage.declare_dead(secs(10))  # no heartbeat since 2: 0 and 1 are out
         assert sorted(dead) == ["draining", "quiet"]
         statuses = {s.silo_id: s.status for s in await storage.list_silos()}
         assert statuses == {
@@ -758,10 +823,54 @@ class StorageConformance:
             "gone": "stopped",
             "draining": "dead",
         }
-        assert await storage.lease_holder("q", at(1)) is None
-        assert await storage.lease_holder("l", at(1)) == live.lease
-        assert await storage.renew_leases([q.lease], at(90)) == [q.lease]
-        assert await storage.declare_dead(at(61), missed_since=at(10)) == []
+        assert await holder(storage, "q", 12) is None
+        assert await holder(storage, "l", 12) == live.lease
+        assert await renew(storage, [q.lease], now=12) == [q.lease]
+        store_time(20)
+        assert await storage.declare_dead(secs(10)) == []  # "alive" beat at 10: not before
+
+    # -- store time -------------------------------------------------------------------
+
+    async def test_the_store_clock_decides_leases_and_liveness(self, storage: Storage) -> None:
+        """Callers send durations; the store stamps and judges lease expiries and
+        heartbeats with its own clock, so silos whose clocks disagree agree on who holds
+        a job and who is alive. Due times stay the callers'. Here the clock of silo "fast"
+        runs 10 minutes ahead of the store's, that of "slow" 10 minutes behind."""
+        fast, slow = 600, -600
+        await storage.register_silo(SiloInfo("fast", "h", 1, at(fast), at(fast)))
+        await storage.register_silo(SiloInfo("slow", "h", 2, at(slow), at(slow - 3600)))
+        beats = {s.silo_id: s.heartbeat_at for s in await storage.list_silos()}
+        assert beats == {"fast": at(0), "slow": at(0)}  # the store's time, not theirs
+        assert await storage.now() == at(0)
+        await new_job(storage, "a", due=-900)
+        await new_job(storage, "b", due=0)
+        [a] = await storage.claim_due("slow", at(slow), at(slow), 10, secs(10))
+        assert a.envelope.job_id == "a"  # "b" is not due yet by slow's clock
+        # At store time 5 fast's clock says 605: by it slow's lease ran out long ago, but
+        # the store's clock is the one that counts, and by it "a" is slow's until 10.
+        store_time(5)
+        [b] = await storage.claim_due("fast", at(fast + 5), at(fast + 5), 10, secs(10))
+        assert b.envelope.job_id == "b"
+        assert await storage.lease_holder("a") == a.lease
+        assert await storage.heartbeat("slow")
+        store_time(8)
+        assert await storage.renew_leases([a.lease], secs(10)) == []  # now until 18
+        assert await storage.heartbeat("fast")
+        beats = {s.silo_id: s.heartbeat_at for s in await storage.list_silos()}
+        assert beats == {"fast": at(8), "slow": at(5)}
+        store_time(13)
+        assert await storage.declare_dead(secs(8)) == []  # slow's last beat was 8 s ago
+        assert await storage.lease_holder("a") == a.lease
+        store_time(13.000001)
+        assert await storage.declare_dead(secs(8), by="slow") == []  # never by itself
+        assert await storage.declare_dead(secs(8), by="fast") == ["slow"]
+        assert await storage.lease_holder("a") is None  # freed with its holder
+        store_time(14.999999)
+        assert await storage.lease_holder("b") == b.lease
+        store_time(15)
+        assert await storage.lease_holder("b") is None
+        assert await storage.heartbeat("fast")
+        assert not await storage.heartbeat("slow")
 
     # -- queries -----------------------------------------------------------------------
 

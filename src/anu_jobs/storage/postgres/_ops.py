@@ -145,10 +145,10 @@ async def stage_counts(conn: Conn) -> dict[str, int]:
 
 
 async def overdue(
-    conn: Conn, now_us: int, before_us: int, limit: int
+    conn: Conn, pinned: int | None, before_us: int, limit: int
 ) -> tuple[int, list[tuple[str, datetime]]]:
     [(count, ids, due)] = await fetch(
-        conn, "overdue", now=now_us, before=before_us, limit=max(limit, 0)
+        conn, "overdue", pinned=pinned, before=before_us, limit=max(limit, 0)
     )
     return int(count), [(j, from_us(d)) for j, d in zip(ids, due, strict=True)]
 
@@ -170,13 +170,14 @@ def _mail(job_id: str, ids: list[int] | None, bodies: list[str], posted: list[in
 
 
 async def claim_due(
-    conn: Conn, silo_id: str, now_us: int, until_us: int, limit: int, expires_us: int
-) -> list[Claim]:
+    conn: Conn, silo_id: str, now_us: int, until_us: int, limit: int, lease_us: int,
+    pinned: int | None,
+) -> list[Claim]:  # fmt: skip
     if limit <= 0:
         return []
     rows = await fetch(
         conn, "claim_due", silo_id=silo_id, now=now_us, until=until_us, limit=limit,
-        expires=expires_us,
+        lease_us=lease_us, pinned=pinned,
     )  # fmt: skip
     return [
         Claim(
@@ -190,10 +191,10 @@ async def claim_due(
 
 
 async def acquire_lease(
-    conn: Conn, job_id: str, silo_id: str, now_us: int, expires_us: int
+    conn: Conn, job_id: str, silo_id: str, lease_us: int, pinned: int | None
 ) -> tuple[LeaseToken, StateEnvelope, tuple[ControlMessage, ...]] | None:
     rows = await fetch(
-        conn, "acquire_lease", job_id=job_id, silo_id=silo_id, now=now_us, expires=expires_us
+        conn, "acquire_lease", job_id=job_id, silo_id=silo_id, lease_us=lease_us, pinned=pinned
     )
     if not rows:
         raise JobNotFoundError(job_id)
@@ -212,11 +213,13 @@ def _token_arrays(tokens: Sequence[LeaseToken]) -> dict[str, list[Any]]:
 
 
 async def renew_leases(
-    conn: Conn, tokens: Sequence[LeaseToken], expires_us: int
+    conn: Conn, tokens: Sequence[LeaseToken], lease_us: int, pinned: int | None
 ) -> list[LeaseToken]:
     if not tokens:
         return []
-    rows = await fetch(conn, "renew_leases", **_token_arrays(tokens), expires=expires_us)
+    rows = await fetch(
+        conn, "renew_leases", **_token_arrays(tokens), lease_us=lease_us, pinned=pinned
+    )
     held = {LeaseToken(*r) for r in rows}
     return [t for t in tokens if t not in held]
 
@@ -226,13 +229,13 @@ async def release_leases(conn: Conn, tokens: Sequence[LeaseToken]) -> None:
         await run(conn, "release_leases", **_token_arrays(tokens))
 
 
-async def lease_holder(conn: Conn, job_id: str, now_us: int) -> LeaseToken | None:
-    rows = await fetch(conn, "lease_holder", job_id=job_id, now=now_us)
+async def lease_holder(conn: Conn, job_id: str, pinned: int | None) -> LeaseToken | None:
+    rows = await fetch(conn, "lease_holder", job_id=job_id, pinned=pinned)
     return LeaseToken(job_id, rows[0][0], rows[0][1]) if rows else None
 
 
-async def next_due(conn: Conn, now_us: int) -> int | None:
-    [(due,)] = await fetch(conn, "next_due", now=now_us)
+async def next_due(conn: Conn, now_us: int, pinned: int | None) -> int | None:
+    [(due,)] = await fetch(conn, "next_due", now=now_us, pinned=pinned)
     return cast(int | None, due)
 
 
@@ -278,26 +281,36 @@ async def prune_runs(conn: Conn, keep: int) -> int:
 # -- membership -------------------------------------------------------------------
 
 
-async def register_silo(conn: Conn, row: SiloRow) -> None:
+async def register_silo(conn: Conn, row: SiloRow, pinned: int | None) -> None:
     keys = ("silo_id", "host", "pid", "started", "heartbeat", "status", "generation")
-    if not await fetch(conn, "register_silo", **dict(zip(keys, row, strict=True))):
+    params = dict(zip(keys, row, strict=True))
+    del params["heartbeat"]  # the store's time, not the silo's
+    if not await fetch(conn, "register_silo", **params, pinned=pinned):
         raise StorageError(f"silo {row[0]!r} is registered already; use a new id")
 
 
-async def heartbeat(conn: Conn, silo_id: str, now_us: int) -> bool:
-    return bool(await fetch(conn, "heartbeat", silo_id=silo_id, now=now_us))
+async def heartbeat(conn: Conn, silo_id: str, pinned: int | None) -> bool:
+    return bool(await fetch(conn, "heartbeat", silo_id=silo_id, pinned=pinned))
 
 
 async def set_silo_status(conn: Conn, silo_id: str, status: str, frees: bool) -> None:
     await run(conn, "set_silo_status", silo_id=silo_id, status=status, frees=frees)
 
 
-async def declare_dead(conn: Conn, missed_us: int) -> list[str]:
-    return [r[0] for r in await fetch(conn, "declare_dead", missed=missed_us)]
+async def declare_dead(
+    conn: Conn, dead_after_us: int, by: str | None, pinned: int | None
+) -> list[str]:
+    rows = await fetch(conn, "declare_dead", dead_after_us=dead_after_us, by=by, pinned=pinned)
+    return [r[0] for r in rows]
 
 
 async def list_silos(conn: Conn) -> list[SiloInfo]:
     return [silo_from_row(r) for r in await fetch(conn, "list_silos")]
+
+
+async def store_now(conn: Conn, pinned: int | None) -> int:
+    [(now_us,)] = await fetch(conn, "store_now", pinned=pinned)
+    return int(now_us)
 
 
 # -- store metadata and notices ----------------------------------------------------------

@@ -16,6 +16,7 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from anu_jobs import _json
+from anu_jobs.clock import Clock
 from anu_jobs.errors import StorageError, StorageUnavailableError
 from anu_jobs.storage._common import (
     FREEING_STATUSES,
@@ -79,6 +80,10 @@ class PostgresStorage(Storage):
     the pool replaces broken connections itself, so a retry works once the server is back.
     ``?pool_min_size=`` and ``?pool_max_size=`` size the pool (1 and 10). Every other URL
     parameter goes to libpq as it is.
+
+    Store time (lease expiries, heartbeats, who is dead) is the server's clock, read in
+    SQL, which every silo and client shares whatever its own clock says. Only tests pass
+    ``clock``: it pins the store's time to that clock's instead.
     """
 
     def __init__(
@@ -90,7 +95,9 @@ class PostgresStorage(Storage):
         pool_min_size: int = 1,
         pool_max_size: int = 10,
         url: str | None = None,
+        clock: Clock | None = None,
     ) -> None:
+        self._pinned_clock = clock
         self._config = PostgresConfig(
             conninfo, check_schema(schema), connect_timeout, pool_min_size, pool_max_size
         )
@@ -109,10 +116,11 @@ class PostgresStorage(Storage):
         self._checking: asyncio.Task[None] | None = None
 
     @classmethod
-    def from_url(cls, url: str) -> PostgresStorage:
+    def from_url(cls, url: str, *, clock: Clock | None = None) -> PostgresStorage:
         """``postgresql://…`` or ``postgres://…``, with optional ``schema=``,
         ``connect_timeout=`` (seconds, in all), ``pool_min_size=`` and ``pool_max_size=``;
-        every other query parameter is passed to libpq."""
+        every other query parameter is passed to libpq. ``clock``: tests only (see the
+        class)."""
         c = parse_url(url)
         return cls(
             c.conninfo,
@@ -121,7 +129,13 @@ class PostgresStorage(Storage):
             pool_min_size=c.pool_min_size,
             pool_max_size=c.pool_max_size,
             url=url,
+            clock=clock,
         )
+
+    def _pinned(self) -> int | None:
+        """The store's time for a statement: None, the server's (``anu_now_us(NULL)``),
+        unless a test pinned it to a clock."""
+        return None if self._pinned_clock is None else to_us(self._pinned_clock.now())
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -246,9 +260,9 @@ class PostgresStorage(Storage):
         return await self._call(_ops.stage_counts)
 
     async def overdue(
-        self, now: datetime, due_before: datetime, limit: int = 100
+        self, due_before: datetime, limit: int = 100
     ) -> tuple[int, list[tuple[str, datetime]]]:
-        return await self._call(_ops.overdue, to_us(now), to_us(due_before), limit)
+        return await self._call(_ops.overdue, self._pinned(), to_us(due_before), limit)
 
     async def run_counts(
         self, since: datetime, bucket: timedelta
@@ -261,32 +275,33 @@ class PostgresStorage(Storage):
     # -- leases and reminders -----------------------------------------------------------
 
     async def claim_due(
-        self, silo_id: str, now: datetime, until: datetime, limit: int, lease_until: datetime
+        self, silo_id: str, now: datetime, until: datetime, limit: int, lease_for: timedelta
     ) -> list[Claim]:
         if limit <= 0:
             return []
         return await self._call(
-            _ops.claim_due, silo_id, to_us(now), to_us(until), limit, to_us(lease_until)
-        )
+            _ops.claim_due, silo_id, to_us(now), to_us(until), limit, _us(lease_for),
+            self._pinned(),
+        )  # fmt: skip
 
     async def acquire_lease(
-        self, job_id: str, silo_id: str, now: datetime, lease_until: datetime
+        self, job_id: str, silo_id: str, lease_for: timedelta
     ) -> tuple[LeaseToken, StateEnvelope, tuple[ControlMessage, ...]] | None:
-        return await self._call(_ops.acquire_lease, job_id, silo_id, to_us(now), to_us(lease_until))
+        return await self._call(_ops.acquire_lease, job_id, silo_id, _us(lease_for), self._pinned())
 
     async def renew_leases(
-        self, tokens: Sequence[LeaseToken], lease_until: datetime
+        self, tokens: Sequence[LeaseToken], lease_for: timedelta
     ) -> list[LeaseToken]:
-        return await self._call(_ops.renew_leases, tokens, to_us(lease_until))
+        return await self._call(_ops.renew_leases, tokens, _us(lease_for), self._pinned())
 
     async def release_leases(self, tokens: Sequence[LeaseToken]) -> None:
         await self._call(_ops.release_leases, tokens)
 
-    async def lease_holder(self, job_id: str, now: datetime) -> LeaseToken | None:
-        return await self._call(_ops.lease_holder, job_id, to_us(now))
+    async def lease_holder(self, job_id: str) -> LeaseToken | None:
+        return await self._call(_ops.lease_holder, job_id, self._pinned())
 
     async def next_due(self, now: datetime) -> datetime | None:
-        due_us = await self._call(_ops.next_due, to_us(now))
+        due_us = await self._call(_ops.next_due, to_us(now), self._pinned())
         return None if due_us is None else from_us(due_us)
 
     # -- the write path -----------------------------------------------------------------
@@ -324,19 +339,22 @@ class PostgresStorage(Storage):
     # -- membership --------------------------------------------------------------------
 
     async def register_silo(self, info: SiloInfo) -> None:
-        await self._call(_ops.register_silo, silo_to_row(info))
+        await self._call(_ops.register_silo, silo_to_row(info), self._pinned())
 
-    async def heartbeat(self, silo_id: str, now: datetime) -> bool:
-        return await self._call(_ops.heartbeat, silo_id, to_us(now))
+    async def heartbeat(self, silo_id: str) -> bool:
+        return await self._call(_ops.heartbeat, silo_id, self._pinned())
 
     async def set_silo_status(self, silo_id: str, status: SiloStatus, now: datetime) -> None:
         await self._call(_ops.set_silo_status, silo_id, status, status in FREEING_STATUSES)
 
-    async def declare_dead(self, now: datetime, missed_since: datetime) -> list[str]:
-        return await self._call(_ops.declare_dead, to_us(missed_since))
+    async def declare_dead(self, dead_after: timedelta, by: str | None = None) -> list[str]:
+        return await self._call(_ops.declare_dead, _us(dead_after), by, self._pinned())
 
     async def list_silos(self) -> list[SiloInfo]:
         return await self._call(_ops.list_silos)
+
+    async def now(self) -> datetime:
+        return from_us(await self._call(_ops.store_now, self._pinned()))
 
     # -- store metadata ------------------------------------------------------------------
 
@@ -363,6 +381,10 @@ class PostgresStorage(Storage):
 
     def add_listener(self, listener: NoticeListener) -> Callable[[], None]:
         return self._hub.add(listener)
+
+
+def _us(duration: timedelta) -> int:
+    return duration // timedelta(microseconds=1)
 
 
 def _log_check_failure(task: asyncio.Task[None]) -> None:

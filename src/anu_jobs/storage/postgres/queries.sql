@@ -6,6 +6,8 @@
 --
 -- A lease is free when it has no holder (no row, or released), has expired, or its
 -- holder's status is dead or stopped; that rule is spelled out in each query that needs it.
+-- Expiry and heartbeats are in the store's time, anu_now_us(%(pinned)s): the server's
+-- clock (pinned is NULL but in tests), never a silo's; silos send durations.
 --
 -- Concurrency, in READ COMMITTED:
 -- * Whoever takes a lease does it with INSERT ... ON CONFLICT DO UPDATE ... WHERE free:
@@ -63,7 +65,8 @@ WITH late AS MATERIALIZED (
     LEFT JOIN leases AS l ON l.job_id = r.job_id
     LEFT JOIN silos AS s ON s.silo_id = l.silo_id
     WHERE r.due_us < %(before)s
-      AND (l.silo_id IS NULL OR l.expires_us <= %(now)s OR s.status IN ('dead', 'stopped'))
+      AND (l.silo_id IS NULL OR l.expires_us <= anu_now_us(%(pinned)s)
+           OR s.status IN ('dead', 'stopped'))
 ), oldest AS (
     SELECT job_id, due_us FROM late ORDER BY due_us, job_id LIMIT %(limit)s
 )
@@ -94,7 +97,8 @@ WITH due AS MATERIALIZED (
     LEFT JOIN leases AS l ON l.job_id = r.job_id
     LEFT JOIN silos AS s ON s.silo_id = l.silo_id
     WHERE r.due_us <= %(until)s
-      AND (l.silo_id IS NULL OR l.expires_us <= %(now)s OR s.status IN ('dead', 'stopped'))
+      AND (l.silo_id IS NULL OR l.expires_us <= anu_now_us(%(pinned)s)
+           OR s.status IN ('dead', 'stopped'))
     ORDER BY r.due_us, r.job_id
     LIMIT %(limit)s
     FOR NO KEY UPDATE OF r, j SKIP LOCKED
@@ -106,7 +110,8 @@ WITH due AS MATERIALIZED (
     LEFT JOIN leases AS l ON l.job_id = j.job_id
     LEFT JOIN silos AS s ON s.silo_id = l.silo_id
     WHERE j.job_id IN (SELECT m.job_id FROM control AS m)
-      AND (l.silo_id IS NULL OR l.expires_us <= %(now)s OR s.status IN ('dead', 'stopped'))
+      AND (l.silo_id IS NULL OR l.expires_us <= anu_now_us(%(pinned)s)
+           OR s.status IN ('dead', 'stopped'))
     FOR NO KEY UPDATE OF j SKIP LOCKED
 ), chosen AS (
     SELECT p.*, p.job_id IN (SELECT job_id FROM mail) AS has_mail
@@ -119,10 +124,11 @@ WITH due AS MATERIALIZED (
     LIMIT %(limit)s
 ), taken AS (
     INSERT INTO leases AS l (job_id, silo_id, epoch, expires_us)
-    SELECT job_id, %(silo_id)s, 1, %(expires)s FROM chosen ORDER BY job_id
+    SELECT job_id, %(silo_id)s, 1, anu_now_us(%(pinned)s) + %(lease_us)s
+    FROM chosen ORDER BY job_id
     ON CONFLICT (job_id) DO UPDATE
     SET silo_id = excluded.silo_id, epoch = l.epoch + 1, expires_us = excluded.expires_us
-    WHERE l.silo_id IS NULL OR l.expires_us <= %(now)s
+    WHERE l.silo_id IS NULL OR l.expires_us <= anu_now_us(%(pinned)s)
        OR EXISTS (SELECT 1 FROM silos AS s
                   WHERE s.silo_id = l.silo_id AND s.status IN ('dead', 'stopped'))
     RETURNING l.job_id, l.epoch
@@ -147,10 +153,10 @@ WITH j AS MATERIALIZED (
     FOR NO KEY UPDATE
 ), taken AS (
     INSERT INTO leases AS l (job_id, silo_id, epoch, expires_us)
-    SELECT job_id, %(silo_id)s, 1, %(expires)s FROM j
+    SELECT job_id, %(silo_id)s, 1, anu_now_us(%(pinned)s) + %(lease_us)s FROM j
     ON CONFLICT (job_id) DO UPDATE
     SET silo_id = excluded.silo_id, epoch = l.epoch + 1, expires_us = excluded.expires_us
-    WHERE l.silo_id IS NULL OR l.expires_us <= %(now)s
+    WHERE l.silo_id IS NULL OR l.expires_us <= anu_now_us(%(pinned)s)
        OR EXISTS (SELECT 1 FROM silos AS s
                   WHERE s.silo_id = l.silo_id AND s.status IN ('dead', 'stopped'))
     RETURNING l.epoch
@@ -176,7 +182,7 @@ WITH t AS (
     ORDER BY l.job_id
     FOR NO KEY UPDATE OF l
 )
-UPDATE leases AS l SET expires_us = %(expires)s
+UPDATE leases AS l SET expires_us = anu_now_us(%(pinned)s) + %(lease_us)s
 FROM held WHERE l.job_id = held.job_id
 RETURNING l.job_id, l.silo_id, l.epoch;
 
@@ -198,7 +204,8 @@ FROM held WHERE l.job_id = held.job_id;
 SELECT l.silo_id, l.epoch
 FROM leases AS l
 LEFT JOIN silos AS s ON s.silo_id = l.silo_id
-WHERE l.job_id = %(job_id)s AND l.silo_id IS NOT NULL AND l.expires_us > %(now)s
+WHERE l.job_id = %(job_id)s AND l.silo_id IS NOT NULL
+  AND l.expires_us > anu_now_us(%(pinned)s)
   AND (s.status IS NULL OR s.status NOT IN ('dead', 'stopped'));
 
 -- name: next_due
@@ -207,14 +214,16 @@ SELECT LEAST(
      FROM reminders AS r
      LEFT JOIN leases AS l ON l.job_id = r.job_id
      LEFT JOIN silos AS s ON s.silo_id = l.silo_id
-     WHERE l.silo_id IS NULL OR l.expires_us <= %(now)s OR s.status IN ('dead', 'stopped')
+     WHERE l.silo_id IS NULL OR l.expires_us <= anu_now_us(%(pinned)s)
+        OR s.status IN ('dead', 'stopped')
      ORDER BY r.due_us, r.job_id
      LIMIT 1),
     (SELECT %(now)s::bigint
      FROM control AS m
      LEFT JOIN leases AS l ON l.job_id = m.job_id
      LEFT JOIN silos AS s ON s.silo_id = l.silo_id
-     WHERE l.silo_id IS NULL OR l.expires_us <= %(now)s OR s.status IN ('dead', 'stopped')
+     WHERE l.silo_id IS NULL OR l.expires_us <= anu_now_us(%(pinned)s)
+        OR s.status IN ('dead', 'stopped')
      LIMIT 1)
 );
 
@@ -361,14 +370,15 @@ DELETE FROM runs WHERE run_id IN (
 );
 
 -- name: register_silo
+-- The first heartbeat is the store's time, whatever the silo's clock says.
 INSERT INTO silos (silo_id, host, pid, started_us, heartbeat_us, status, generation)
-VALUES (%(silo_id)s, %(host)s, %(pid)s, %(started)s, %(heartbeat)s, %(status)s,
+VALUES (%(silo_id)s, %(host)s, %(pid)s, %(started)s, anu_now_us(%(pinned)s), %(status)s,
         %(generation)s)
 ON CONFLICT (silo_id) DO NOTHING
 RETURNING silo_id;
 
 -- name: heartbeat
-UPDATE silos SET heartbeat_us = %(now)s
+UPDATE silos SET heartbeat_us = anu_now_us(%(pinned)s)
 WHERE silo_id = %(silo_id)s AND status IN ('active', 'stopping')
 RETURNING silo_id;
 
@@ -388,7 +398,9 @@ FROM held WHERE l.job_id = held.job_id AND l.silo_id = %(silo_id)s;
 -- name: declare_dead
 WITH d AS (
     UPDATE silos SET status = 'dead'
-    WHERE status IN ('active', 'stopping') AND heartbeat_us < %(missed)s
+    WHERE status IN ('active', 'stopping')
+      AND heartbeat_us < anu_now_us(%(pinned)s) - %(dead_after_us)s
+      AND silo_id IS DISTINCT FROM %(by)s
     RETURNING silo_id
 ), held AS MATERIALIZED (
     SELECT l.job_id FROM leases AS l
@@ -405,6 +417,9 @@ SELECT silo_id FROM d ORDER BY silo_id;
 SELECT silo_id, host, pid, started_us, heartbeat_us, status, generation
 FROM silos
 ORDER BY started_us DESC, silo_id DESC;
+
+-- name: store_now
+SELECT anu_now_us(%(pinned)s);
 
 -- name: read_meta
 SELECT value FROM meta WHERE key = %(key)s;

@@ -47,7 +47,13 @@ CREATE TABLE leases (
     expires_us bigint NOT NULL
 ) WITH (fillfactor = 70);
 
--- Membership.
+-- The store's time, in microseconds: the server's clock (NULL) or a pinned time (tests).
+-- Lease expiries and heartbeats are stamped and judged with it, never with a silo's clock.
+CREATE FUNCTION anu_now_us(pinned bigint) RETURNS bigint
+LANGUAGE sql STABLE PARALLEL SAFE
+AS $$ SELECT COALESCE(pinned, (extract(epoch FROM now()) * 1000000)::bigint) $$;
+
+-- Membership. heartbeat_us is the store's time of the last heartbeat.
 CREATE TABLE silos (
     silo_id      text COLLATE "C" PRIMARY KEY,
     host         text NOT NULL,

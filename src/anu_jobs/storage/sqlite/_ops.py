@@ -161,12 +161,13 @@ def _mail_of(conn: Conn, job_ids: Sequence[str]) -> dict[str, list[ControlMessag
 
 
 def claim_due(
-    conn: Conn, silo_id: str, now_us: int, until_us: int, limit: int, expires_us: int
-) -> list[Claim]:
+    conn: Conn, silo_id: str, now_us: int, until_us: int, limit: int, expires_us: int,
+    store_us: int,
+) -> list[Claim]:  # fmt: skip
     if limit <= 0:
         return []
     rows = conn.execute(
-        Q["claim_due"], {"now": now_us, "until": until_us, "limit": limit}
+        Q["claim_due"], {"now": store_us, "mail_at": now_us, "until": until_us, "limit": limit}
     ).fetchall()
     if not rows:
         return []
@@ -233,10 +234,10 @@ def run_counts(conn: Conn, since_us: int, bucket_us: int) -> list[tuple[int, str
     return [(b, s, n) for b, s, n in conn.execute(Q["run_counts"], args)]
 
 
-def next_due(conn: Conn, now_us: int) -> int | None:
-    row = conn.execute(Q["next_due_reminder"], {"now": now_us}).fetchone()
+def next_due(conn: Conn, now_us: int, store_us: int) -> int | None:
+    row = conn.execute(Q["next_due_reminder"], {"now": store_us}).fetchone()
     best: int | None = None if row is None else row[0]
-    if conn.execute(Q["next_due_mail"], {"now": now_us}).fetchone() is not None:
+    if conn.execute(Q["next_due_mail"], {"now": store_us}).fetchone() is not None:
         best = now_us if best is None else min(best, now_us)
     return best
 
@@ -366,8 +367,8 @@ def set_silo_status(conn: Conn, silo_id: str, status: str, frees: bool) -> None:
         conn.execute(Q["free_silo_leases"], (silo_id,))
 
 
-def declare_dead(conn: Conn, missed_us: int) -> list[str]:
-    dead = [r[0] for r in conn.execute(Q["missing_silos"], (missed_us,))]
+def declare_dead(conn: Conn, missed_us: int, by: str | None) -> list[str]:
+    dead = [r[0] for r in conn.execute(Q["missing_silos"], (missed_us,)) if r[0] != by]
     conn.executemany(Q["set_silo_status"], [("dead", s) for s in dead])
     conn.executemany(Q["free_silo_leases"], [(s,) for s in dead])
     return dead

@@ -13,6 +13,7 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 from urllib.parse import parse_qsl, unquote
 
 from anu_jobs import _json
+from anu_jobs.clock import Clock, SystemClock
 from anu_jobs.errors import ConfigurationError, StorageError, StorageUnavailableError
 from anu_jobs.storage._common import (
     FREEING_STATUSES,
@@ -78,6 +79,10 @@ class SqliteStorage(Storage):
 
     Notices reach every listener of the same file in this process only; other
     processes learn of new work by polling.
+
+    Store time (lease expiries, heartbeats) is ``clock``'s, the system clock unless given:
+    the silo's clock, which a silo passes through :func:`~anu_jobs.storage.open_storage`.
+    The processes sharing a file share a host, and so its clock.
     """
 
     def __init__(
@@ -87,7 +92,9 @@ class SqliteStorage(Storage):
         synchronous: str = "FULL",
         busy_timeout: float = 5.0,
         url: str | None = None,
+        clock: Clock | None = None,
     ) -> None:
+        self.clock: Clock = clock or SystemClock()
         if synchronous.upper() not in _SYNCHRONOUS:
             raise ConfigurationError(
                 f"synchronous={synchronous!r} is not a SQLite synchronous mode; "
@@ -102,9 +109,10 @@ class SqliteStorage(Storage):
         self._executor: ThreadPoolExecutor | None = None
 
     @classmethod
-    def from_url(cls, url: str) -> SqliteStorage:
+    def from_url(cls, url: str, *, clock: Clock | None = None) -> SqliteStorage:
         """``sqlite:///relative/path.db`` or ``sqlite:////absolute/path.db``, optionally
-        with ``?synchronous=NORMAL`` and ``?busy_timeout=SECONDS``."""
+        with ``?synchronous=NORMAL`` and ``?busy_timeout=SECONDS``; ``clock`` keeps the
+        store's time."""
         rest = url.partition("://")[2]
         location, _, query = rest.partition("?")
         if not location.startswith("/") or len(location) < 2:
@@ -126,7 +134,7 @@ class SqliteStorage(Storage):
                     f"unknown option {key!r} in {redact_url(url)}; "
                     "the SQLite store takes synchronous= and busy_timeout="
                 )
-        return cls(unquote(location[1:]), url=url, **options)
+        return cls(unquote(location[1:]), url=url, clock=clock, **options)
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -250,35 +258,42 @@ class SqliteStorage(Storage):
 
     # -- leases and reminders -----------------------------------------------------------
 
+    def _now_us(self) -> int:
+        return to_us(self.clock.now())
+
     async def claim_due(
-        self, silo_id: str, now: datetime, until: datetime, limit: int, lease_until: datetime
+        self, silo_id: str, now: datetime, until: datetime, limit: int, lease_for: timedelta
     ) -> list[Claim]:
+        store_us = self._now_us()
         return await self._run(
-            True, _ops.claim_due, silo_id, to_us(now), to_us(until), limit, to_us(lease_until)
-        )
+            True, _ops.claim_due, silo_id, to_us(now), to_us(until), limit,
+            store_us + lease_for // _MICRO, store_us,
+        )  # fmt: skip
 
     async def acquire_lease(
-        self, job_id: str, silo_id: str, now: datetime, lease_until: datetime
+        self, job_id: str, silo_id: str, lease_for: timedelta
     ) -> tuple[LeaseToken, StateEnvelope, tuple[ControlMessage, ...]] | None:
+        store_us = self._now_us()
         return await self._run(
-            True, _ops.acquire_lease, job_id, silo_id, to_us(now), to_us(lease_until)
+            True, _ops.acquire_lease, job_id, silo_id, store_us, store_us + lease_for // _MICRO
         )
 
     async def renew_leases(
-        self, tokens: Sequence[LeaseToken], lease_until: datetime
+        self, tokens: Sequence[LeaseToken], lease_for: timedelta
     ) -> list[LeaseToken]:
-        return await self._run(True, _ops.renew_leases, tokens, to_us(lease_until))
+        expires_us = self._now_us() + lease_for // _MICRO
+        return await self._run(True, _ops.renew_leases, tokens, expires_us)
 
     async def release_leases(self, tokens: Sequence[LeaseToken]) -> None:
         await self._run(True, _ops.release_leases, tokens)
 
-    async def lease_holder(self, job_id: str, now: datetime) -> LeaseToken | None:
-        return await self._run(False, _ops.lease_holder, job_id, to_us(now))
+    async def lease_holder(self, job_id: str) -> LeaseToken | None:
+        return await self._run(False, _ops.lease_holder, job_id, self._now_us())
 
     async def overdue(
-        self, now: datetime, due_before: datetime, limit: int = 100
+        self, due_before: datetime, limit: int = 100
     ) -> tuple[int, list[tuple[str, datetime]]]:
-        count, rows = await self._run(False, _ops.overdue, to_us(now), to_us(due_before), limit)
+        count, rows = await self._run(False, _ops.overdue, self._now_us(), to_us(due_before), limit)
         return count, [(j, from_us(d)) for j, d in rows]
 
     async def run_counts(
@@ -288,7 +303,7 @@ class SqliteStorage(Storage):
         return [(from_us(b), s, n) for b, s, n in rows]
 
     async def next_due(self, now: datetime) -> datetime | None:
-        due_us = await self._run(False, _ops.next_due, to_us(now))
+        due_us = await self._run(False, _ops.next_due, to_us(now), self._now_us())
         return None if due_us is None else from_us(due_us)
 
     # -- the write path -----------------------------------------------------------------
@@ -326,19 +341,24 @@ class SqliteStorage(Storage):
     # -- membership --------------------------------------------------------------------
 
     async def register_silo(self, info: SiloInfo) -> None:
-        await self._run(True, _ops.register_silo, silo_to_row(info))
+        row = silo_to_row(info)
+        await self._run(True, _ops.register_silo, (*row[:4], self._now_us(), *row[5:]))
 
-    async def heartbeat(self, silo_id: str, now: datetime) -> bool:
-        return await self._run(True, _ops.heartbeat, silo_id, to_us(now))
+    async def heartbeat(self, silo_id: str) -> bool:
+        return await self._run(True, _ops.heartbeat, silo_id, self._now_us())
 
     async def set_silo_status(self, silo_id: str, status: SiloStatus, now: datetime) -> None:
         await self._run(True, _ops.set_silo_status, silo_id, status, status in FREEING_STATUSES)
 
-    async def declare_dead(self, now: datetime, missed_since: datetime) -> list[str]:
-        return await self._run(True, _ops.declare_dead, to_us(missed_since))
+    async def declare_dead(self, dead_after: timedelta, by: str | None = None) -> list[str]:
+        missed_us = self._now_us() - dead_after // _MICRO
+        return await self._run(True, _ops.declare_dead, missed_us, by)
 
     async def list_silos(self) -> list[SiloInfo]:
         return await self._run(False, _ops.list_silos)
+
+    async def now(self) -> datetime:
+        return from_us(self._now_us())
 
     # -- store metadata ------------------------------------------------------------------
 

@@ -4,6 +4,8 @@
 --
 -- A lease is free when it has no holder (no row, or released), has expired, or its
 -- holder's status is dead or stopped; that rule is spelled out in each query that needs it.
+-- :now is always the store's time (the clock the store was opened with), which stamps and
+-- judges lease expiries and heartbeats; callers' times are due times only.
 
 -- name: insert_job
 INSERT INTO jobs (job_id, job_type, stage, state, etag) VALUES (?, ?, ?, ?, ?);
@@ -29,8 +31,9 @@ SELECT stage, count(*) FROM jobs GROUP BY stage;
 
 -- name: claim_due
 -- Two sources: the first :limit free reminders in due order (a walk of reminders_due
--- that stops at :limit), and every free job with mail, due :now (control is usually
--- empty). A job in both takes the earlier key; the earliest :limit keys win.
+-- that stops at :limit), and every free job with mail, due :mail_at, the caller's time
+-- (control is usually empty). A job in both takes the earlier key; the earliest :limit
+-- keys win.
 WITH candidates (job_id, k, mail) AS (
     SELECT job_id, MIN(k), MAX(mail) FROM (
         SELECT * FROM (
@@ -44,7 +47,7 @@ WITH candidates (job_id, k, mail) AS (
             LIMIT :limit
         )
         UNION ALL
-        SELECT DISTINCT m.job_id, :now, 1
+        SELECT DISTINCT m.job_id, :mail_at, 1
         FROM control AS m
         LEFT JOIN leases AS l ON l.job_id = m.job_id
         LEFT JOIN silos AS s ON s.silo_id = l.silo_id
