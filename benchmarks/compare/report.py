@@ -52,6 +52,7 @@ METRICS: dict[str, list[Metric]] = {
         ("ready_s", "fresh start → ready (s)", ".2f", "low", "median"),
         ("idle_cpu_pct", "idle CPU (% of a core)", ".2f", "low", "median"),
         ("rss_mb", "RSS idle (MB)", ".0f", "low", "median"),
+        ("peak_rss_mb", "peak RSS, submit included (MB)", ".0f", "low", "median"),
     ],
 }
 
