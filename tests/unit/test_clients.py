@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
 from anu_jobs import (
+    ConfigurationError,
+    DuplicateJobError,
     Every,
     Job,
     JobClient,
@@ -72,3 +75,31 @@ def test_sync_client(tmp_path: Path) -> None:
         assert client.get("s").stage is JobStage.CANCELLED
         with pytest.raises(JobNotFoundError):
             client.get("nope")
+
+
+async def test_schedule_many_writes_chunk_by_chunk(tmp_path: Path) -> None:
+    """A generator of specs is consumed a chunk at a time; a bad spec stops the call before
+    its chunk is written, and the chunks before it stay written."""
+    url = f"sqlite:///{tmp_path}/jobs.db"
+
+    def specs() -> Iterator[JobSpec]:
+        for i in range(25):
+            yield JobSpec(Noop, job_id=f"c{i}", trigger=Once(delay=timedelta(hours=1)))
+        yield JobSpec(Noop, job_id="c3", trigger=Once(delay=timedelta(hours=1)))  # again
+
+    async with JobClient.connect(url, jobs=[Noop]) as client:
+        with pytest.raises(DuplicateJobError):
+            await client.schedule_many(specs(), chunk=10)
+        stored = sorted(j.job_id for j in await client.list(limit=100))
+        assert stored == sorted(f"c{i}" for i in range(20))
+        with pytest.raises(ConfigurationError):
+            await client.schedule_many([], chunk=0)
+        ids = await client.schedule_many(
+            (
+                JobSpec(Noop, job_id=f"d{i}", trigger=Once(delay=timedelta(hours=1)))
+                for i in range(7)
+            ),
+            chunk=3,
+        )
+        assert ids == [f"d{i}" for i in range(7)]
+        assert len(await client.list(limit=100)) == 27

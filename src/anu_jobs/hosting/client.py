@@ -208,13 +208,19 @@ class JobClient:
     ) -> builtins.list[str]:
         """Schedule many jobs at once and return their ids, in order.
 
-        Everything is validated before anything is written; then the jobs are inserted
-        ``chunk`` at a time, each chunk in one transaction. A job id that already exists
-        raises :class:`DuplicateJobError` and that chunk is not written (earlier chunks
-        are). Much faster than many :meth:`schedule` calls: one commit per chunk.
+        The jobs are validated and inserted ``chunk`` at a time, each chunk in one
+        transaction, so memory stays bounded however many there are (``jobs`` may be a
+        generator). A spec that fails validation, or a job id that already exists or comes
+        twice, raises before its chunk is written; earlier chunks stay written. With up to
+        ``chunk`` jobs, nothing is written unless all are valid. Much faster than many
+        :meth:`schedule` calls: one commit per chunk.
         """
-        rows: builtins.list[NewJob] = []
+        if chunk < 1:
+            raise ConfigurationError(f"chunk must be at least 1, not {chunk}")
+        ids: builtins.list[str] = []
         seen: set[str] = set()
+        rows: builtins.list[NewJob] = []
+        earliest: datetime | None = None
         for spec in jobs:
             cls = self.registry.resolve(spec.job)
             jid = check_job_id(spec.job_id if spec.job_id is not None else uuid.uuid4().hex)
@@ -226,16 +232,27 @@ class JobClient:
             )
             due = state.due_us()
             rows.append(NewJob(jid, cls.name, state.stage.value, state.to_json(), from_us_opt(due)))
-        earliest: datetime | None = None
-        for start in range(0, len(rows), chunk):
-            part = rows[start : start + chunk]
-            await self.storage.insert_jobs(part)
-            dues = [r.due_at for r in part if r.due_at is not None]
-            if dues:
-                first = min(dues)
-                earliest = first if earliest is None else min(earliest, first)
+            ids.append(jid)
+            if len(rows) >= chunk:
+                earliest = await self._insert_chunk(rows, earliest)
+                rows = []
+        if rows:
+            await self._insert_chunk(rows, earliest)
+        return ids
+
+    async def _insert_chunk(
+        self, rows: Sequence[NewJob], earliest: datetime | None
+    ) -> datetime | None:
+        """Insert one chunk of :meth:`schedule_many`; wake the silos if it holds an
+        earlier due time than the chunks before it. Returns the earliest due time so far."""
+        await self.storage.insert_jobs(rows)
+        dues = [r.due_at for r in rows if r.due_at is not None]
+        if dues:
+            first = min(dues)
+            if earliest is None or first < earliest:
+                earliest = first
                 await self._notify(Notice("due", None, earliest))
-        return [r.job_id for r in rows]
+        return earliest
 
     def _new_state(
         self,

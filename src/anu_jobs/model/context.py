@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 from collections.abc import Awaitable, Coroutine
 from dataclasses import dataclass
 from datetime import datetime
@@ -37,19 +36,19 @@ class CancellationToken:
     """Tripped when the run is cancelled; jobs check it at safe points.
 
     ``is_cancelled`` may be read from any thread (a plain-``def`` job reads it from its
-    worker thread).
+    worker thread): it is one attribute, set once, from ``False`` to ``True``.
     """
 
-    __slots__ = ("_event", "_flag", "_reason")
+    __slots__ = ("_cancelled", "_event", "_reason")
 
     def __init__(self) -> None:
-        self._flag = threading.Event()
+        self._cancelled = False
         self._event: asyncio.Event | None = None
         self._reason: str | None = None
 
     @property
     def is_cancelled(self) -> bool:
-        return self._flag.is_set()
+        return self._cancelled
 
     @property
     def reason(self) -> str | None:
@@ -57,12 +56,12 @@ class CancellationToken:
 
     def raise_if_cancelled(self) -> None:
         """Raise :class:`~anu_jobs.errors.JobCancelledError` if the run was cancelled."""
-        if self._flag.is_set():
+        if self._cancelled:
             raise JobCancelledError(self._reason)
 
     async def wait(self) -> None:
         """Return once the run is cancelled."""
-        if self._flag.is_set():
+        if self._cancelled:
             return
         if self._event is None:
             self._event = asyncio.Event()
@@ -70,10 +69,10 @@ class CancellationToken:
 
     def cancel(self, reason: str | None = None) -> None:
         """Trip the token (the runtime does this; jobs have no need to)."""
-        if self._flag.is_set():
+        if self._cancelled:
             return
         self._reason = reason
-        self._flag.set()
+        self._cancelled = True
         if self._event is not None:
             self._event.set()
 
