@@ -171,10 +171,10 @@ async def test_runs_waiting_for_a_slot_survive_sigkill(
             await client.schedule(Record, job_id=f"queued-{i}", trigger=Once(delay=timedelta(0)))
         waiting = 0
         for _ in range(100):  # until the silo has claimed one, still waiting for the slot
-            statuses = [await client.get(f"queued-{i}") for i in range(3)]
-            waiting = sum(
-                1 for s in statuses if s.current_run and s.current_run.stage is RunStage.SCHEDULED
-            )
+            # (a claimed job's activation writes nothing until its attempt begins: the
+            # lease is what shows the claim)
+            holders = [await client.storage.lease_holder(f"queued-{i}") for i in range(3)]
+            waiting = sum(1 for h in holders if h is not None)
             if waiting:
                 break
             await asyncio.sleep(0.05)
