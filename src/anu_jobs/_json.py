@@ -15,7 +15,10 @@ __all__ = ["MAX_DEPTH", "JSONError", "check_json", "clean_text", "dumps", "loads
 MAX_DEPTH = 64
 
 # Lone surrogates (from "surrogateescape" decoding, or a "\ud800" literal) are valid in a
-# Python str but cannot be encoded as UTF-8, so no store can take them.
+# Python str but cannot be encoded as UTF-8, so no store can take them. NUL is valid
+# UTF-8, but PostgreSQL's text and its JSON functions refuse it (even as "\u0000"), so it
+# is kept out everywhere: what one provider stores, every provider stores.
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 # An int this wide may have more digits than the interpreter lets int() and str()
@@ -28,28 +31,31 @@ class JSONError(ValueError):
 
 
 def clean_text(text: str) -> str:
-    """``text`` with every lone surrogate replaced by U+FFFD, so that it encodes as UTF-8.
+    """``text`` with every NUL and lone surrogate replaced by U+FFFD, so that every store
+    can take it.
 
     For free text that anu-jobs records but does not validate: an error message, a
-    progress message.
+    progress message, a reason.
     """
-    if text.isascii():
+    if text.isascii() and "\x00" not in text:
         return text
-    return _SURROGATE.sub("\ufffd", text)
+    return _UNSTORABLE.sub("\ufffd", text)
 
 
 def dumps(value: Any) -> str:
     """Serialize ``value`` compactly; NaN and infinities are refused (they are not JSON).
 
-    Lone surrogates in strings come out as U+FFFD: the text is always valid UTF-8, so a
-    store never refuses it (params and checkpoints were refused earlier by
-    :func:`check_json`; what reaches here is free text such as an error message).
+    Lone surrogates in strings come out as U+FFFD: the text is always valid UTF-8 (params
+    and checkpoints were refused earlier by :func:`check_json`; what reaches here
+    unchecked is free text, which :func:`clean_text` cleans where it is made).
     """
     try:
         text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     except (TypeError, ValueError, RecursionError) as exc:
         raise JSONError(str(exc)) from None
-    return clean_text(text)
+    if text.isascii():
+        return text
+    return _SURROGATE.sub("\ufffd", text)
 
 
 def loads(text: str | bytes) -> Any:
@@ -62,8 +68,9 @@ def check_json(value: Any, path: str = "$", depth: int = 0) -> None:
 
     Plain JSON here is dict (with str keys), list, str, int, float (finite), bool and None;
     tuples, sets, datetimes and objects are refused so that what is stored is what comes back.
-    Strings must be encodable as UTF-8 (no lone surrogates), ints must fit the interpreter's
-    digit limit, and nesting may go :data:`MAX_DEPTH` levels deep.
+    Strings may not hold NUL (PostgreSQL cannot store it) or lone surrogates (not UTF-8),
+    ints must fit the interpreter's digit limit, and nesting may go :data:`MAX_DEPTH`
+    levels deep.
     """
     if value is None or isinstance(value, bool):
         return
@@ -104,7 +111,9 @@ def check_json(value: Any, path: str = "$", depth: int = 0) -> None:
 
 
 def _check_text(text: str, path: str) -> None:
-    if not text.isascii() and _SURROGATE.search(text):
+    if "\x00" in text:
+        raise JSONError(f"{path} holds a NUL character ({text!r}), which no store can keep")
+    if not text.isascii() and _UNSTORABLE.search(text):
         raise JSONError(
             f"{path} holds a lone surrogate ({text!r}), which is not valid Unicode text"
         )

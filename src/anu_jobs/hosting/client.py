@@ -489,9 +489,9 @@ class JobClient:
         if any(f is not None and (clean_text(f) != f or "\x00" in f) for f in filters):
             return []  # no stored id, type or stage holds a NUL or a lone surrogate
         if after is not None:
+            after = after.split("\x00", 1)[0]  # ids hold no NUL: the same ids follow
             if clean_text(after) != after:
                 raise ConfigurationError(f"after must be valid Unicode text, not {after!r}")
-            after = after.split("\x00", 1)[0]  # ids hold no NUL: the same ids follow
         query = JobQuery(filters[0], filters[1], filters[2], after, limit)
         envs = await self.storage.list_jobs(query)
         return [status_from_envelope(e) for e in envs]
