@@ -4,21 +4,58 @@ from __future__ import annotations
 
 import json
 import math
+import re
+import sys
 from typing import Any
 
-__all__ = ["JSONError", "check_json", "dumps", "loads"]
+__all__ = ["MAX_DEPTH", "JSONError", "check_json", "clean_text", "dumps", "loads"]
+
+#: how deeply params and checkpoints may nest; deeper documents would exhaust the
+#: parser's recursion on the way back out of storage
+MAX_DEPTH = 64
+
+# Lone surrogates (from "surrogateescape" decoding, or a "\ud800" literal) are valid in a
+# Python str but cannot be encoded as UTF-8, so no store can take them. NUL is valid
+# UTF-8, but PostgreSQL's text and its JSON functions refuse it (even as "\u0000"), so it
+# is kept out everywhere: what one provider stores, every provider stores.
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+# An int this wide may have more digits than the interpreter lets int() and str()
+# convert (sys.get_int_max_str_digits, 4300 by default); only then is str() tried.
+_WIDE_INT_BITS = 14_000
 
 
 class JSONError(ValueError):
     """The value cannot be represented as JSON."""
 
 
+def clean_text(text: str) -> str:
+    """``text`` with every NUL and lone surrogate replaced by U+FFFD, so that every store
+    can take it.
+
+    For free text that anu-jobs records but does not validate: an error message, a
+    progress message, a reason.
+    """
+    if text.isascii() and "\x00" not in text:
+        return text
+    return _UNSTORABLE.sub("\ufffd", text)
+
+
 def dumps(value: Any) -> str:
-    """Serialize ``value`` compactly; NaN and infinities are refused (they are not JSON)."""
+    """Serialize ``value`` compactly; NaN and infinities are refused (they are not JSON).
+
+    Lone surrogates in strings come out as U+FFFD: the text is always valid UTF-8 (params
+    and checkpoints were refused earlier by :func:`check_json`; what reaches here
+    unchecked is free text, which :func:`clean_text` cleans where it is made).
+    """
     try:
-        return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-    except (TypeError, ValueError) as exc:
+        text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError, RecursionError) as exc:
         raise JSONError(str(exc)) from None
+    if text.isascii():
+        return text
+    return _SURROGATE.sub("\ufffd", text)
 
 
 def loads(text: str | bytes) -> Any:
@@ -26,29 +63,57 @@ def loads(text: str | bytes) -> Any:
     return json.loads(text)
 
 
-def check_json(value: Any, path: str = "$") -> None:
+def check_json(value: Any, path: str = "$", depth: int = 0) -> None:
     """Raise :class:`JSONError` naming the first part of ``value`` that is not plain JSON.
 
     Plain JSON here is dict (with str keys), list, str, int, float (finite), bool and None;
     tuples, sets, datetimes and objects are refused so that what is stored is what comes back.
+    Strings may not hold NUL (PostgreSQL cannot store it) or lone surrogates (not UTF-8),
+    ints must fit the interpreter's digit limit, and nesting may go :data:`MAX_DEPTH`
+    levels deep.
     """
-    if value is None or isinstance(value, (str, bool, int)):
+    if value is None or isinstance(value, bool):
+        return
+    if isinstance(value, str):
+        _check_text(value, path)
+        return
+    if isinstance(value, int):
+        if value.bit_length() > _WIDE_INT_BITS:
+            try:
+                str(value)
+            except ValueError:
+                raise JSONError(
+                    f"{path} is an int of more than {sys.get_int_max_str_digits()} digits, "
+                    "which cannot be written as JSON"
+                ) from None
         return
     if isinstance(value, float):
         if not math.isfinite(value):
             raise JSONError(f"{path} is {value!r}, which JSON cannot hold")
         return
+    if isinstance(value, (list, dict)) and depth >= MAX_DEPTH:
+        raise JSONError(f"{path} nests deeper than {MAX_DEPTH} levels")
     if isinstance(value, list):
         for i, item in enumerate(value):
-            check_json(item, f"{path}[{i}]")
+            check_json(item, f"{path}[{i}]", depth + 1)
         return
     if isinstance(value, dict):
         for key, item in value.items():
             if not isinstance(key, str):
                 raise JSONError(f"{path} has the key {key!r}, but JSON keys must be strings")
-            check_json(item, f"{path}.{key}")
+            _check_text(key, f"{path} key {key!r}")
+            check_json(item, f"{path}.{key}", depth + 1)
         return
     raise JSONError(
         f"{path} is a {type(value).__name__}, which is not JSON "
         "(use dict, list, str, int, float, bool or None)"
     )
+
+
+def _check_text(text: str, path: str) -> None:
+    if "\x00" in text:
+        raise JSONError(f"{path} holds a NUL character ({text!r}), which no store can keep")
+    if not text.isascii() and _UNSTORABLE.search(text):
+        raise JSONError(
+            f"{path} holds a lone surrogate ({text!r}), which is not valid Unicode text"
+        )

@@ -123,9 +123,9 @@ def next_cmd(
         _print_json([render.fire_json(at, trigger) for at, trigger in fires])
         return
     if note is not None:
-        out.print(note, style="yellow", highlight=False)
+        out.print(render.safe(note), style="yellow", highlight=False, markup=False)
     if not fires:
         described = ", ".join(t.describe() for t in triggers) or "no trigger"
-        out.print(f"no fire after {render.iso(start)} ({described})", highlight=False)
+        out.print(f"no fire after {render.iso(start)} ({described})", highlight=False, markup=False)
         return
     out.print(render.fires_table(fires))

@@ -47,7 +47,7 @@ JobIdArgument = Annotated[str, typer.Argument(help="The job's id.")]
 
 
 def _say(text: str) -> None:
-    out.print(text, highlight=False, markup=False, soft_wrap=True)
+    out.print(render.safe(text), highlight=False, markup=False, soft_wrap=True)
 
 
 # -- control ---------------------------------------------------------------------------
@@ -100,7 +100,11 @@ def trigger_cmd(
     else:
         _say(run.stage.value)
         if run.error is not None:
-            err.print(f"  error: {run.error.type}: {run.error.message}", highlight=False)
+            err.print(
+                render.safe(f"  error: {run.error.type}: {run.error.message}"),
+                highlight=False,
+                markup=False,
+            )
     if run.stage is not RunStage.COMPLETED:
         raise typer.Exit(EXIT_RUN)
 
@@ -144,7 +148,9 @@ def delete(
     settings = _settings(ctx, url)
     if not yes:
         status: JobStatus = _read(settings.url, lambda client: client.get(job_id))
-        question = f"delete {job_id} ({status.job_type}, {status.stage.value}) and its runs?"
+        question = render.safe(
+            f"delete {job_id} ({status.job_type}, {status.stage.value}) and its runs?"
+        )
         try:
             confirmed = typer.confirm(question, default=False, err=True, prompt_suffix=" ")
         except typer.Abort:  # end of input: nobody answered

@@ -2,10 +2,15 @@
 
 Every function here is pure: it takes :class:`~anu_jobs.JobStatus` / :class:`~anu_jobs.RunInfo`
 values and the time to render them against, and returns a renderable, a string or a dict.
+
+Text that users or jobs wrote (ids, type names, reasons, error messages) is never read as
+rich markup, and its control characters are shown escaped (``\x1b``), so a job id cannot
+break a table or send escape sequences to the terminal.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -31,6 +36,7 @@ __all__ = [
     "progress_bar",
     "run_json",
     "runs_view",
+    "safe",
     "silo_json",
     "silos_table",
     "snapshot_lines",
@@ -40,6 +46,10 @@ __all__ = [
 ]
 
 DASH = "-"
+
+# C0 and C1 controls, DEL, and the bidirectional overrides and isolates that can make a
+# line read other than it is.
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 
 _RUN_STYLES: dict[RunStage, str] = {
     RunStage.SCHEDULED: "cyan",
@@ -61,6 +71,16 @@ _JOB_STYLES: dict[JobStage, str] = {
 
 
 # -- values ----------------------------------------------------------------------------
+
+
+def safe(text: str) -> str:
+    """``text`` with control and bidi-override characters escaped (``\\x1b``)."""
+    return _UNSAFE.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
+
+
+def _plain(text: str, style: str = "") -> Text:
+    """User or job text as a cell: escaped (see :func:`safe`), never parsed as markup."""
+    return Text(safe(text), style=style)
 
 
 def iso(value: datetime | None) -> str | None:
@@ -111,7 +131,7 @@ def progress_bar(progress: Progress | None, width: int = 12) -> Text:
     bar = Text("█" * full, style="blue") + Text("░" * (width - full), style="dim")
     bar.append(f" {fraction:4.0%}")
     if progress.message:
-        bar.append(f" {progress.message}", style="dim")
+        bar.append(f" {safe(progress.message)}", style="dim")
     return bar
 
 
@@ -136,7 +156,7 @@ def _run_cell(run: RunInfo | None) -> Text:
 
 
 def _error(error: ErrorInfo | None) -> str:
-    return f"{error.type}: {error.message}" if error is not None else ""
+    return safe(f"{error.type}: {error.message}") if error is not None else ""
 
 
 # -- tables ----------------------------------------------------------------------------
@@ -150,8 +170,8 @@ def jobs_table(jobs: Sequence[JobStatus], now: datetime) -> Table:
     for job in jobs:
         last = job.last_run
         table.add_row(
-            job.job_id,
-            job.job_type,
+            _plain(job.job_id),
+            _plain(job.job_type),
             _stage(job.stage),
             when(job.next_fire_at, now),
             _stage(last.stage if last else None),
@@ -167,8 +187,8 @@ def live_table(jobs: Sequence[JobStatus], run_counts: Mapping[str, int], now: da
         table.add_column(name, no_wrap=name != "current run")
     for job in jobs:
         table.add_row(
-            job.job_id,
-            job.job_type,
+            _plain(job.job_id),
+            _plain(job.job_type),
             _stage(job.stage),
             f"in {duration(job.next_fire_at - now)}" if job.next_fire_at else DASH,
             _run_cell(job.current_run),
@@ -193,7 +213,7 @@ def snapshot_lines(
         nxt = f"in {duration(job.next_fire_at - now)}" if job.next_fire_at else DASH
         last = job.last_run.stage.value if job.last_run else DASH
         lines.append(
-            f"  {job.job_id:<14} {job.stage.value:<9} next={nxt:<8} current={current:<12} "
+            f"  {safe(job.job_id):<14} {job.stage.value:<9} next={nxt:<8} current={current:<12} "
             f"last={last:<11} runs={run_counts.get(job.job_id, 0)}"
         )
     return lines
@@ -204,17 +224,30 @@ def job_view(job: JobStatus, runs: Sequence[RunInfo], now: datetime) -> Renderab
     head = Table.grid(padding=(0, 2))
     head.add_column(style="bold")
     head.add_column()
-    head.add_row("job", f"{job.job_id} ({job.job_type})")
+    head.add_row("job", _plain(f"{job.job_id} ({job.job_type})"))
     stage = _stage(job.stage)
-    if job.reason:
-        stage.append(f"  {job.reason}", style="dim")
+    if job.reason and not job.quarantined:
+        stage.append(f"  {safe(job.reason)}", style="dim")
     head.add_row("stage", stage)
+    if job.quarantined:
+        head.add_row("quarantined", _plain(job.reason or "its stored state cannot be read", "red"))
+        head.add_row("", _plain("no silo runs it; delete it and schedule it again", "dim"))
+    gone = job.last_run.error if job.last_run is not None else None
+    if gone is not None and gone.type == "UnknownJobTypeError":
+        head.add_row(
+            "problem",
+            _plain(
+                f"no silo that ran it has the job type {job.job_type!r} registered, so its "
+                "runs fail: register the class with the silo, or delete the job",
+                "red",
+            ),
+        )
     head.add_row("triggers", ", ".join(t.describe() for t in job.triggers) or DASH)
     head.add_row("next fire", when(job.next_fire_at, now))
     cur = job.current_run
     if cur is not None:
         line = _stage(cur.stage)
-        line.append(f"  attempt {cur.attempt}  {cur.run_id}  ")
+        line.append(f"  attempt {cur.attempt}  {safe(cur.run_id)}  ")
         line.append_text(progress_bar(cur.progress, width=20))
         head.add_row("current run", line)
     else:
@@ -232,7 +265,7 @@ def _runs_table(runs: Sequence[RunInfo], now: datetime) -> Table:
         table.add_column(name, no_wrap=name != "error", overflow="fold")
     for run in runs:
         table.add_row(
-            run.run_id,
+            _plain(run.run_id),
             _stage(run.stage),
             str(run.attempt),
             stamp(run.scheduled_for, now),
@@ -249,15 +282,15 @@ def runs_view(runs: Sequence[RunInfo], now: datetime) -> RenderableType:
         return Text("no runs yet", style="dim")
     parts: list[RenderableType] = []
     for run in runs:
-        title = Text(f"{run.run_id}  ", style="bold")
+        title = Text(f"{safe(run.run_id)}  ", style="bold")
         title.append_text(_stage(run.stage))
-        title.append(f"  attempt {run.attempt}  ({run.trigger or DASH})", style="dim")
+        title.append(f"  attempt {run.attempt}  ({safe(run.trigger) or DASH})", style="dim")
         table = Table(title=title, title_justify="left", show_edge=False, pad_edge=False)
         table.add_column("at (UTC)", no_wrap=True)
         table.add_column("stage", no_wrap=True)
         table.add_column("reason", overflow="fold")
         for tr in run.transitions:
-            table.add_row(stamp(tr.at, now, ms=True), _stage(tr.stage), tr.reason or "")
+            table.add_row(stamp(tr.at, now, ms=True), _stage(tr.stage), _plain(tr.reason or ""))
         parts.append(table)
         if run.error is not None:
             parts.append(Text(f"  error: {_error(run.error)}", style="red"))
@@ -277,8 +310,8 @@ def silos_table(silos: Sequence[SiloInfo], now: datetime) -> Table:
     styles = {"active": "green", "stopping": "yellow", "stopped": "dim", "dead": "bold red"}
     for silo in silos:
         table.add_row(
-            silo.silo_id,
-            silo.host,
+            _plain(silo.silo_id),
+            _plain(silo.host),
             str(silo.pid),
             Text(silo.status, style=styles.get(silo.status, "")),
             stamp(silo.started_at, now),
@@ -355,6 +388,7 @@ def job_json(job: JobStatus, *, transitions: bool = True) -> dict[str, Any]:
         "job_type": job.job_type,
         "stage": job.stage.value,
         "reason": job.reason,
+        "quarantined": job.quarantined,
         "triggers": [t.describe() for t in job.triggers],
         "next_fire_at": iso(job.next_fire_at),
         "current_run": None if cur is None else run_json(cur, transitions=transitions),

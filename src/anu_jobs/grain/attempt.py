@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Literal
 
+from anu_jobs._json import clean_text
 from anu_jobs.clock import Clock, TimerHandle
 from anu_jobs.errors import JobCancelledError, JobTimeoutError
 from anu_jobs.model import CancellationToken, ErrorInfo, Job, JobContext
@@ -46,7 +47,15 @@ def error_info(exc: BaseException) -> ErrorInfo:
     if isinstance(exc, _JobRaisedBaseException):
         exc = exc.inner
     tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-    return ErrorInfo(type(exc).__qualname__, str(exc), tb[-8000:])
+    try:
+        message = str(exc)
+    except Exception:  # a job's exception whose __str__ raises
+        message = f"<unprintable {type(exc).__qualname__}>"
+    # Job-made text, kept as valid UTF-8 whatever the job put in it (a lone surrogate
+    # would make the store refuse the whole write).
+    return ErrorInfo(
+        clean_text(type(exc).__qualname__), clean_text(message), clean_text(tb[-8000:])
+    )
 
 
 class AttemptRunner:
@@ -79,19 +88,25 @@ class AttemptRunner:
         fn: Callable[..., Any] = getattr(job, method)
         loop = asyncio.get_running_loop()
         if cls.is_async(method):
-            user: asyncio.Future[Any] = loop.create_task(_guard(fn, ctx))
+            user: asyncio.Future[Any] = loop.create_task(
+                _guard(fn, ctx), name=f"{ctx.job_id}:{method}"
+            )
         else:
             user = loop.run_in_executor(self._executor, fn, ctx)
         self._user = user
-        timed_out = False
+        timed_out = overdue = False
         handle: TimerHandle | None = None
         if timeout is not None:
 
             def on_timeout() -> None:
-                nonlocal timed_out
+                nonlocal timed_out, overdue
                 if not user.done():
                     timed_out = True
                     user.cancel()
+                elif not user.cancelled():
+                    # An async job that blocked the event loop past its deadline ends
+                    # before this timer can run: it ran too long all the same.
+                    overdue = True
 
             handle = self._clock.call_at(self._clock.now() + timeout, on_timeout)
         if self._why is not None:  # interrupted before it began
@@ -112,6 +127,11 @@ class AttemptRunner:
                 )
             return Outcome(self._why or "cancelled")
         exc = user.exception()
+        if overdue and not token.is_cancelled:
+            return Outcome(
+                "error",
+                error_info(JobTimeoutError(ctx.job_id, timeout.total_seconds() if timeout else 0)),
+            )
         if exc is None:
             return Outcome("ok")
         if token.is_cancelled and isinstance(exc, (JobCancelledError, asyncio.CancelledError)):

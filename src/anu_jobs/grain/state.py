@@ -22,7 +22,7 @@ from anu_jobs._time import from_us, from_us_opt, iso, to_us
 from anu_jobs.errors import AnuJobsError
 from anu_jobs.grain.status import JobStage, JobStatus, RunInfo, RunStage
 from anu_jobs.model import ErrorInfo
-from anu_jobs.storage.base import RunRecord, StateEnvelope
+from anu_jobs.storage.base import UNREADABLE, RunRecord, StateEnvelope
 from anu_jobs.triggers import MisfirePolicy, Trigger, trigger_from_json
 
 __all__ = [
@@ -36,8 +36,17 @@ __all__ = [
 
 STATE_VERSION = 1
 
+#: past any time a datetime holds (year 10000), for reading a stored stamp safely
+MAX_STAMP_US = 253_402_300_800 * 10**6
+
 #: what parsing a malformed state document may raise
-STATE_ERRORS: tuple[type[Exception], ...] = (KeyError, TypeError, ValueError, AnuJobsError)
+STATE_ERRORS: tuple[type[Exception], ...] = (
+    LookupError,
+    TypeError,
+    ValueError,
+    AttributeError,
+    AnuJobsError,
+)
 
 
 def run_id_for(job_id: str, fire_time: datetime) -> str:
@@ -177,6 +186,10 @@ class JobState:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> JobState:
         """Parse a stored document; raises one of :data:`STATE_ERRORS` when it is malformed."""
+        if not isinstance(data, dict):
+            raise TypeError(f"the stored state is a {type(data).__name__}, not a JSON object")
+        if UNREADABLE in data:
+            raise ValueError(str(data[UNREADABLE]))
         version = data.get("v")
         if version != STATE_VERSION:
             raise ValueError(
@@ -238,7 +251,8 @@ def status_from_envelope(envelope: StateEnvelope) -> JobStatus:
         state = JobState.from_json(envelope.state)
     except STATE_ERRORS as exc:
         # A corrupt state is shown, not hidden: the job stays visible with its reason.
-        now = from_us(int(envelope.state.get("updated_at", 0) or 0))
+        stamp = envelope.state.get("updated_at") if isinstance(envelope.state, dict) else None
+        now = from_us(stamp if isinstance(stamp, int) and 0 <= stamp < MAX_STAMP_US else 0)
         return JobStatus(
             job_id,
             job_type,
@@ -250,9 +264,10 @@ def status_from_envelope(envelope: StateEnvelope) -> JobStatus:
             None,
             None,
             {},
-            f"unreadable state: {exc}",
+            f"quarantined: unreadable state ({type(exc).__name__}: {exc})",
             now,
             now,
+            quarantined=True,
         )
     current = None
     if state.run is not None:

@@ -133,7 +133,11 @@ class RunInfo:
 
 @dataclass(frozen=True, slots=True)
 class JobStatus:
-    """A job as a whole: its triggers, when it fires next, its current and last run."""
+    """A job as a whole: its triggers, when it fires next, its current and last run.
+
+    ``quarantined``: its stored state cannot be read (``reason`` says why); no silo runs
+    it again. Delete it and schedule it anew.
+    """
 
     job_id: str
     job_type: str
@@ -146,3 +150,4 @@ class JobStatus:
     reason: str | None
     created_at: datetime
     updated_at: datetime
+    quarantined: bool = False

@@ -81,6 +81,7 @@ class SiloBuilder:
         self._drain_timeout = 30.0
         self._events: list[JobEvents] = []
         self._services: list[SiloService] = []
+        self._watchdog: float | None = 1.0
 
     def use_storage(self, url: str) -> SiloBuilder:
         """``sqlite:///path.db`` (the default, ``sqlite:///anu_jobs.db``), ``memory://``
@@ -126,6 +127,19 @@ class SiloBuilder:
         (a service that fails to start fails ``silo.start()``) and stops it once it has
         drained, in the reverse order of these calls."""
         self._services.append(service)
+        return self
+
+    def use_watchdog(self, threshold: timedelta | None = timedelta(seconds=1)) -> SiloBuilder:
+        """Warn when the silo's event loop is held longer than ``threshold`` (default 1 s),
+        naming the jobs running at the time (see :mod:`anu_jobs.hosting.watchdog`);
+        ``None`` turns the watchdog off."""
+        if threshold is not None and (
+            not isinstance(threshold, timedelta) or threshold <= timedelta(0)
+        ):
+            raise ConfigurationError(
+                f"the watchdog threshold is a positive timedelta or None, not {threshold!r}"
+            )
+        self._watchdog = None if threshold is None else threshold.total_seconds()
         return self
 
     def use_history(self, keep: int) -> SiloBuilder:
@@ -228,4 +242,5 @@ class SiloBuilder:
             history_keep=self._history_keep,
             drain_timeout=self._drain_timeout,
             services=tuple(self._services),
+            watchdog=self._watchdog,
         )

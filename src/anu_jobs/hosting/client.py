@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 from types import ModuleType, TracebackType
 from typing import TYPE_CHECKING, Any
 
+from anu_jobs._json import clean_text
 from anu_jobs._time import from_us, from_us_opt, to_us
 from anu_jobs.clock import Clock, SystemClock, ensure_utc
 from anu_jobs.errors import (
@@ -68,7 +69,38 @@ def check_job_id(job_id: object) -> str:
         )
     if any(ch in job_id for ch in "\x00\r\n"):
         raise ConfigurationError(f"a job id may not contain NUL or line breaks: {job_id!r}")
+    if clean_text(job_id) != job_id:
+        raise ConfigurationError(
+            f"a job id must be valid Unicode text, without lone surrogates: {job_id!r}"
+        )
     return job_id
+
+
+def _lookup_id(job_id: object) -> str:
+    """``job_id`` for a read or a request: a string that no job can have (too long, a
+    NUL) is simply not found, rather than sent to the store."""
+    if not isinstance(job_id, str):
+        raise ConfigurationError(f"a job id is a string, not {type(job_id).__name__}")
+    try:
+        return check_job_id(job_id)
+    except ConfigurationError:
+        raise JobNotFoundError(job_id) from None
+
+
+def _filter_text(value: object, what: str) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ConfigurationError(f"{what} is a string, not {type(value).__name__}")
+    return value
+
+
+def _reason(reason: object) -> str | None:
+    if reason is None:
+        return None
+    if not isinstance(reason, str):
+        raise ConfigurationError(f"a reason is a string, not {type(reason).__name__}")
+    return clean_text(reason)
 
 
 def as_triggers(trigger: Trigger | Sequence[Trigger] | None) -> list[Trigger]:
@@ -310,14 +342,14 @@ class JobClient:
         """Cancel the job: trip the running attempt's token (its task is cancelled after a
         grace period) and drop every future fire. Cancelling twice is harmless."""
         await self._existing(job_id)
-        await self._control(job_id, {"op": "cancel", "reason": reason or "cancelled"})
+        await self._control(job_id, {"op": "cancel", "reason": _reason(reason) or "cancelled"})
 
     async def pause(self, job_id: str, reason: str | None = None) -> None:
         """Stop firing the job's triggers (a run in flight goes on) until :meth:`resume`."""
         env = await self._existing(job_id)
         if env.stage in (JobStage.CANCELLED, JobStage.FINISHED):
             raise JobStateError(job_id, env.stage, "only an active job can be paused")
-        await self._control(job_id, {"op": "pause", "reason": reason or "paused"})
+        await self._control(job_id, {"op": "pause", "reason": _reason(reason) or "paused"})
 
     async def resume(self, job_id: str) -> None:
         """Fire the job's triggers again from now on (fires missed while paused are skipped,
@@ -337,6 +369,7 @@ class JobClient:
         await self._control(job_id, {"op": "delete"})
 
     async def _existing(self, job_id: str) -> StateEnvelope:
+        job_id = _lookup_id(job_id)
         env = await self.storage.read_state(job_id)
         if env is None:
             raise JobNotFoundError(job_id)
@@ -429,6 +462,7 @@ class JobClient:
 
     async def get(self, job_id: str) -> JobStatus:
         """The job's status: stage, triggers, next fire time, current and last run."""
+        job_id = _lookup_id(job_id)
         runtime = self._runtime
         if runtime is not None:
             act = runtime.activations.get(job_id)
@@ -461,7 +495,21 @@ class JobClient:
     ) -> builtins.list[JobStatus]:
         """Jobs by id, filtered by job stage, type and a substring of the id; page with
         ``after`` (the last id of the previous page)."""
-        envs = await self.storage.list_jobs(JobQuery(stage, job_type, text, after, limit))
+        filters = [
+            _filter_text(value, what)
+            for value, what in ((stage, "stage"), (job_type, "job_type"), (text, "text"))
+        ]
+        if not isinstance(limit, int):
+            raise ConfigurationError(f"limit is an int, not {type(limit).__name__}")
+        after = _filter_text(after, "after")
+        if any(f is not None and (clean_text(f) != f or "\x00" in f) for f in filters):
+            return []  # no stored id, type or stage holds a NUL or a lone surrogate
+        if after is not None:
+            after = after.split("\x00", 1)[0]  # ids hold no NUL: the same ids follow
+            if clean_text(after) != after:
+                raise ConfigurationError(f"after must be valid Unicode text, not {after!r}")
+        query = JobQuery(filters[0], filters[1], filters[2], after, limit)
+        envs = await self.storage.list_jobs(query)
         return [status_from_envelope(e) for e in envs]
 
     async def stage_counts(self) -> dict[str, int]:

@@ -18,6 +18,7 @@ from anu_jobs.errors import DuplicateJobError
 from anu_jobs.grain import GrainOptions, JobGrain, JobState
 from anu_jobs.grain.state import STATE_ERRORS
 from anu_jobs.hosting.client import JobClient
+from anu_jobs.hosting.watchdog import LoopWatchdog
 from anu_jobs.model import Job, JobRegistry
 from anu_jobs.runtime import GrainHost, RuntimeOptions, SiloRuntime
 from anu_jobs.storage.base import StateEnvelope, Storage
@@ -82,6 +83,7 @@ class Silo:
         history_keep: int,
         drain_timeout: float,
         services: tuple[SiloService, ...] = (),
+        watchdog: float | None = 1.0,
     ) -> None:
         self.storage = storage
         self.registry = registry
@@ -99,10 +101,19 @@ class Silo:
         self.services = services
         self._live: list[SiloService] = []
         self._started = False
+        #: watches the event loop while the silo runs (None: ``use_watchdog(None)``)
+        self.watchdog = (
+            LoopWatchdog(watchdog, running=self._running_jobs) if watchdog is not None else None
+        )
 
     @property
     def silo_id(self) -> str:
         return self.runtime.silo_id
+
+    def _running_jobs(self) -> list[str]:
+        # Called on the watchdog's thread: one copy of the dict (atomic), then reads only.
+        acts = list(self.runtime.activations.values())
+        return sorted(a.job_id for a in acts if a.alive and a.logic.is_busy())
 
     def _make_grain(self, host: GrainHost, envelope: StateEnvelope) -> JobGrain:
         return JobGrain(host, envelope, self.registry, self._grain_options)
@@ -130,6 +141,8 @@ class Silo:
             self._executor.shutdown(wait=False)
             raise
         self._started = True
+        if self.watchdog is not None:
+            self.watchdog.start()
         try:
             for service in self.services:
                 await service.start(self)
@@ -154,6 +167,8 @@ class Silo:
                 log.warning("stopping %s failed: %s", type(service).__name__, exc)
         await self.client.close()
         await self.storage.close()
+        if self.watchdog is not None:
+            self.watchdog.stop()
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
 

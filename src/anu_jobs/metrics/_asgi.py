@@ -138,6 +138,9 @@ async def health(silo: Silo, timeout: float = 2.0) -> tuple[bool, dict[str, Any]
         "store_reachable": reachable,
         "activations": len(runtime.activations),
     }
+    if silo.watchdog is not None:  # how far behind the event loop runs, in seconds
+        doc["loop_lag"] = round(silo.watchdog.lag, 3)
+        doc["loop_max_lag"] = round(silo.watchdog.max_lag, 3)
     return claiming and reachable, doc
 
 

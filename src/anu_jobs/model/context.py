@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
+from anu_jobs._json import clean_text
 from anu_jobs.errors import JobCancelledError
 
 __all__ = ["CancellationToken", "ErrorInfo", "JobContext", "RunHooks"]
@@ -148,7 +149,9 @@ class JobContext:
         """Record how far the attempt is (0.0 to 1.0), with an optional message."""
         if not 0.0 <= fraction <= 1.0:
             raise ValueError(f"progress is a fraction from 0.0 to 1.0, not {fraction}")
-        await self._hooks.report_progress(float(fraction), message)
+        if message is not None and not isinstance(message, str):
+            raise TypeError(f"a progress message is a string, not {type(message).__name__}")
+        await self._hooks.report_progress(float(fraction), clean_text(message or "") or None)
 
     async def save_checkpoint(self, data: Any) -> None:
         """Durably save a small JSON value that the next attempt of this run sees as

@@ -117,6 +117,10 @@ def _check_definition(cls: type[Job]) -> None:
     name = cls.__dict__.get("name", cls.__name__)
     if not isinstance(name, str) or not name or len(name) > 200:
         raise JobDefinitionError(str(name), "name must be a non-empty string of at most 200 chars")
+    if not name.isprintable():
+        raise JobDefinitionError(
+            name, "name must be printable text (no control or format characters, line breaks, NUL)"
+        )
     if not isinstance(cls.retry, RetryPolicy):
         raise JobDefinitionError(name, "retry must be a RetryPolicy")
     if cls.timeout is not None and (

@@ -15,6 +15,7 @@ from typing import Any, cast
 from anu_jobs import _json
 from anu_jobs._time import from_us, from_us_opt, to_us, to_us_opt
 from anu_jobs.storage.base import (
+    UNREADABLE,
     ControlMessage,
     Notice,
     NoticeListener,
@@ -38,6 +39,7 @@ __all__ = [
     "from_us",
     "id_matches",
     "new_etag",
+    "parse_state",
     "run_from_row",
     "run_to_row",
     "silo_from_row",
@@ -89,7 +91,22 @@ def id_matches(job_id: str, text: str) -> bool:
 
 def envelope_from_row(row: Sequence[Any]) -> StateEnvelope:
     job_id, job_type, stage, state, etag = row
-    return StateEnvelope(job_id, job_type, stage, cast(dict[str, Any], _json.loads(state)), etag)
+    return StateEnvelope(job_id, job_type, stage, parse_state(state), etag)
+
+
+def parse_state(text: str) -> dict[str, Any]:
+    """A stored state document; text that is not a JSON object comes back as
+    ``{UNREADABLE: why, "raw": text}`` (see :data:`~anu_jobs.storage.base.UNREADABLE`)."""
+    try:
+        doc = _json.loads(text)
+    except (ValueError, TypeError, RecursionError) as exc:
+        why = f"the stored state is not JSON ({type(exc).__name__}: {exc})"
+    else:
+        if isinstance(doc, dict):
+            return doc
+        kind = {list: "an array", str: "a string", bool: "a boolean"}.get(type(doc), "a number")
+        why = f"the stored state is {'null' if doc is None else kind}, not a JSON object"
+    return {UNREADABLE: why, "raw": text if isinstance(text, str) else repr(text)}
 
 
 def control_from_row(row: Sequence[Any]) -> ControlMessage:

@@ -65,9 +65,18 @@ SiloStatus = Literal["active", "stopping", "stopped", "dead"]
 NoticeKind = Literal["due", "control", "run"]
 
 
+#: The key of the document a provider gives as the state of a row whose stored text is
+#: not a JSON object: ``{UNREADABLE: why, "raw": the text}``. The job grain quarantines it.
+UNREADABLE = "unreadable"
+
+
 @dataclass(frozen=True, slots=True)
 class StateEnvelope:
-    """A job's stored state: the JSON document, its job type and stage, and its etag."""
+    """A job's stored state: the JSON document, its job type and stage, and its etag.
+
+    A stored text that is not a JSON object comes as ``{UNREADABLE: why, "raw": text}``,
+    never as an exception: one corrupt row must not stop a claim or a listing.
+    """
 
     job_id: str
     job_type: str

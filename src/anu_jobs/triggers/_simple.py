@@ -36,6 +36,16 @@ def _unresolved(trigger: Trigger) -> InvalidScheduleError:
     )
 
 
+def _later(now: datetime, delta: timedelta, what: str) -> datetime:
+    try:
+        return now + delta
+    except OverflowError:
+        raise InvalidScheduleError(
+            f"{what} {human_delta(delta)} from {iso(now)} ends past the year 9999, "
+            "the latest time a schedule can hold"
+        ) from None
+
+
 def _check_delta(value: object, what: str) -> timedelta:
     if not isinstance(value, timedelta):
         raise InvalidScheduleError(f"{what} must be a timedelta, not {type(value).__name__}")
@@ -117,7 +127,7 @@ class Once(Trigger):
         now = ensure_utc(now, "now")
         if self.delay is None:
             return self
-        return Once(at=now + self.delay)
+        return Once(at=_later(now, self.delay, "delay"))
 
     def to_json(self) -> dict[str, Any]:
         """``{"kind": "once", "at": iso or None, "delay_us": int or None}``."""
@@ -180,7 +190,10 @@ class Every(Trigger):
         """The fire for k = 0: ``start`` (+ its jitter), or one interval after ``now``."""
         resolved = self.resolve(now)
         assert resolved.start is not None  # resolve() always fixes start
-        return resolved._fire(0)
+        try:
+            return resolved._fire(0)
+        except OverflowError:
+            return None  # its jitter pushes the one fire left past what a datetime holds
 
     def next_fire(self, after: datetime) -> datetime | None:
         """The first ``start + k * interval`` (+ jitter) after ``after``; O(1) arithmetic."""
@@ -198,7 +211,7 @@ class Every(Trigger):
         now = ensure_utc(now, "now")
         if self.start is not None:
             return self
-        return dataclasses.replace(self, start=now + self.interval)
+        return dataclasses.replace(self, start=_later(now, self.interval, "interval"))
 
     def to_json(self) -> dict[str, Any]:
         """Times as ISO strings, durations as whole microseconds."""

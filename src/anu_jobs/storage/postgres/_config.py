@@ -4,7 +4,7 @@ and the options anu-jobs reads from it (and strips before libpq sees them)."""
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeVar
 from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
 
@@ -29,7 +29,7 @@ OWN_OPTIONS = ("schema", "connect_timeout", "pool_min_size", "pool_max_size")
 class PostgresConfig:
     """Everything :class:`~anu_jobs.storage.postgres.PostgresStorage` needs to connect."""
 
-    conninfo: str
+    conninfo: str = field(repr=False)  # it may hold the password
     schema: str = DEFAULT_SCHEMA
     connect_timeout: float = 5.0
     pool_min_size: int = 1

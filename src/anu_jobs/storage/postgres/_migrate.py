@@ -11,7 +11,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from anu_jobs.errors import StorageUnavailableError
+from anu_jobs.errors import StorageError, StorageUnavailableError
 from anu_jobs.storage.postgres._sql import migrations
 
 __all__ = ["SchemaTooNewError", "connect_and_migrate", "migrate", "reason"]
@@ -19,7 +19,7 @@ __all__ = ["SchemaTooNewError", "connect_and_migrate", "migrate", "reason"]
 Conn = psycopg.AsyncConnection[Any]
 
 
-class SchemaTooNewError(Exception):
+class SchemaTooNewError(StorageError):
     """The schema was migrated by a newer anu-jobs than this one."""
 
 

@@ -17,7 +17,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from anu_jobs import _json
 from anu_jobs.clock import Clock
-from anu_jobs.errors import StorageError, StorageUnavailableError
+from anu_jobs.errors import ConfigurationError, StorageError, StorageUnavailableError
 from anu_jobs.storage._common import (
     FREEING_STATUSES,
     MAX_US,
@@ -26,7 +26,7 @@ from anu_jobs.storage._common import (
     silo_to_row,
     to_us,
 )
-from anu_jobs.storage._url import redact_url
+from anu_jobs.storage._url import redact_text, redact_url
 from anu_jobs.storage.base import (
     Claim,
     ControlMessage,
@@ -109,7 +109,12 @@ class PostgresStorage(Storage):
             "autocommit": True,
             "connect_timeout": max(2, math.ceil(connect_timeout)),
         }
-        if "application_name" not in conninfo_to_dict(conninfo):
+        try:
+            given = conninfo_to_dict(conninfo)
+        except psycopg.Error as exc:  # libpq's message may quote the URL, password and all
+            why = redact_text(redact_text(reason(exc), conninfo), url or "")
+            raise ConfigurationError(f"{self.url} is not a URL libpq accepts: {why}") from None
+        if "application_name" not in given:
             self._kwargs["application_name"] = "anu-jobs"
         self._pool: AsyncConnectionPool[Conn] | None = None
         self._listener: _Listener | None = None

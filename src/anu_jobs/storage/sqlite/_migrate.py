@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 
+from anu_jobs.errors import StorageError
 from anu_jobs.storage.sqlite._sql import migrations, split_statements
 
 __all__ = ["SchemaTooNewError", "migrate"]
@@ -11,7 +12,7 @@ __all__ = ["SchemaTooNewError", "migrate"]
 _NOW_US = "CAST((julianday('now') - 2440587.5) * 86400000000 AS INTEGER)"
 
 
-class SchemaTooNewError(Exception):
+class SchemaTooNewError(StorageError):
     """The database was migrated by a newer anu-jobs than this one."""
 
 
