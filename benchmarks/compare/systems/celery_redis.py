@@ -161,6 +161,7 @@ def main() -> None:
     extra["redis_cpu_s"] = round(redis_cpu_s(r) - rcpu0, 2)
     extra["redis_used_mb"] = round(redis_used_mb(r) - rmem0, 1)
     res = tree.finish()
+    extra["cpu_s_reaped"], extra["cpu_s_sampled"] = res["cpu_s_reaped"], res["cpu_s_sampled"]
     r.flushdb()
     emit("done", cpu_s=res["cpu_s"], peak_rss_mb=res["peak_rss_mb"], extra=extra)
 
