@@ -29,6 +29,9 @@ METRICS: dict[str, list[Metric]] = {
         ("peak_rss_mb", "peak RSS (MB)", ".0f", "low", "median"),
         ("lost", "lost (worst round)", ".0f", "", "max"),
         ("duplicates", "duplicates (worst round)", ".0f", "", "max"),
+        ("commits_per_job", "commits per executed job", ".3f", "", "median"),
+        ("ceiling_per_s", "machine ceiling, claim+ack/s (batch 100)", ",.0f", "", "median"),
+        ("ceiling_share", "share of that ceiling reached", ".3f", "", "median"),
     ],
     "timers": [
         ("submit_s", "submit time (s)", ".2f", "low", "median"),
@@ -97,6 +100,8 @@ def _cell(rounds: list[Result], key: str, agg: str) -> tuple[float, str]:
     ran = [r for r in rounds if r["status"] in ("ok", "timeout") and key in r]
     if not ran:
         statuses = sorted({r["status"] for r in rounds})
+        if statuses == ["ok"]:
+            return math.nan, "-"  # a figure this system does not report
         return math.nan, "n/a" if statuses == ["unsupported"] else "/".join(statuses)
     timed = [r for r in ran if r["status"] == "timeout"]
     # time-to-finish figures of a round that did not finish mean nothing

@@ -251,6 +251,8 @@ def run_round(name: str, case: Case, args: argparse.Namespace, python: str) -> R
             flush_redis(args.redis_url)
         with Ledger(str(workdir / "ledger.sock")) as led:
             _drive(name, case, args, python, workdir, pg_url, led, res)
+        if case.scenario == "burst" and name.startswith("anu_") and res["status"] == "ok":
+            _ceiling(sysinfo.store, case.jobs, pg_url, res)
     except Exception as exc:
         res["status"] = "error"
         res["why"] = f"{type(exc).__name__}: {exc}"
@@ -262,6 +264,24 @@ def run_round(name: str, case: Case, args: argparse.Namespace, python: str) -> R
                 print(f"# could not drop {db}: {exc}", file=sys.stderr)
         shutil.rmtree(workdir, ignore_errors=True)
     return res
+
+
+def _ceiling(store: str, jobs: int, pg_url: str, res: Result) -> None:
+    """anu-jobs' share of the machine's ceiling: ``benchmarks/ceiling.py`` (a plain SQL
+    claim-and-ack loop, batches of 100, same durability) right after the round, on the
+    same store, in a fresh process; and the commits per executed job."""
+    cmd = [sys.executable, str(HERE.parent / "ceiling.py"), "--store", store]
+    cmd += ["--jobs", str(jobs), "--batch", "100", "--url", pg_url]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)
+    if proc.returncode != 0:
+        res["ceiling_error"] = proc.stderr[-500:]
+        return
+    per_s = float(json.loads(proc.stdout.strip().splitlines()[-1])["per_s"])
+    res["ceiling_per_s"] = per_s
+    res["ceiling_share"] = float(res["exec_per_s"]) / per_s
+    commits = (res.get("extra") or {}).get("commits")
+    if commits is not None:
+        res["commits_per_job"] = float(commits) / jobs
 
 
 def _drive(

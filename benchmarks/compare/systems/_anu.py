@@ -95,8 +95,10 @@ async def main_async(url: str) -> None:
             )
         c.emit("submitted", t0=t0, t1=time.time(), **fields)
         await c.wait_stop_async()
+        writer = silo.runtime.writer
+        extra = {"commits": writer.commits, "writes": writer.writes}
     if args.scenario == "scale":
-        extra = await _scale_phase(url, args.seconds)
+        extra |= await _scale_phase(url, args.seconds)
     c.done(**extra)
 
 
