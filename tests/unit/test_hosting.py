@@ -26,6 +26,7 @@ from anu_jobs import (
     SiloBuilder,
     UnknownJobTypeError,
 )
+from anu_jobs._time import to_us
 from anu_jobs.testing import FakeClock
 from tests.conftest import SiloFactory, eventually, settle
 
@@ -278,3 +279,29 @@ async def test_an_unusable_store_fails_start_with_a_clear_error(tmp_path: Any) -
 
 async def _at_most(silo: Any, job_id: str, n: int) -> bool:
     return len(await silo.storage.read_runs(job_id)) <= n
+
+
+async def test_a_run_taken_over_before_its_time_waits_for_it(
+    make_silo: SiloFactory, clock: FakeClock
+) -> None:
+    """A silo whose clock ran ahead made the run (then stopped before starting it); this
+    silo claims the job ahead of the fire (lookahead) and starts it on the dot of its own
+    clock, not at once."""
+    from anu_jobs.grain.state import RunState, new_job_state, run_id_for
+    from anu_jobs.grain.status import RunStage as Stage
+    from anu_jobs.triggers import MisfirePolicy
+
+    due = clock.now() + timedelta(milliseconds=300)
+    state = new_job_state({}, [Once(at=due)], clock.now(), MisfirePolicy(), "skip")
+    run = RunState(run_id=run_id_for("early", due), scheduled_for=to_us(due), trigger="once")
+    run.move(Stage.SCHEDULED, to_us(due))
+    state.run, state.next = run, [None]
+    async with make_silo(Noop) as silo:
+        await silo.storage.insert_job("early", "Noop", "active", state.to_json(), due)
+        await eventually(lambda: "early" in silo.runtime.activations, "the claim ahead")
+        await settle()
+        assert run.run_id not in seen  # claimed, but not due on this silo's clock
+        await clock.advance(0.3)
+        done = await silo.client.wait("early", timeout=2)
+    assert done.run_id == run.run_id and done.stage is RunStage.COMPLETED
+    assert done.started_at is not None and done.started_at >= due

@@ -231,6 +231,8 @@ class JobGrain(GrainLogic):
             and self._task_run is None
         ):
             times.append(run.next_attempt_at)
+        elif run.stage is RunStage.SCHEDULED and self._task_run is None:
+            times.append(run.scheduled_for)  # a run taken over before its time
         return from_us(min(times)) if times else None
 
     def is_busy(self) -> bool:
@@ -307,8 +309,11 @@ class JobGrain(GrainLogic):
             and st.run.stage is RunStage.SCHEDULED
             and self._task_run is None
             and not self.passive
+            and st.run.scheduled_for <= now_us
         ):
-            # Taken over from an activation that died before the run's first attempt.
+            # Taken over from an activation that died or stopped before the run's first
+            # attempt. Not before its time on this silo's clock: the silo that made the
+            # run may have a clock ahead of this one, and this one claimed it ahead.
             self._start(st.run, "execute")
         elif (
             st.run is not None
