@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import uuid
 import zoneinfo
 from collections.abc import Coroutine, Iterator
 from datetime import UTC, date, datetime, timedelta
@@ -275,14 +276,16 @@ aware = st.datetimes(
 @FEW
 @given(at=aware)
 def test_once_at_any_time_up_to_the_year_9999_is_stored_as_given(api: Api, at: datetime) -> None:
+    job_id = f"once-{uuid.uuid4().hex}"
+
     async def go() -> None:
-        status = await api.client.schedule(Canary, job_id="once", trigger=Once(at=at), replace=True)
-        stored = await api.client.get("once")
+        status = await api.client.schedule(Canary, job_id=job_id, trigger=Once(at=at))
+        stored = await api.client.get(job_id)
         want = at.astimezone(UTC)
         assert stored.triggers == (Once(at=want),)
         if want > api.client.clock.now() + timedelta(seconds=5):
             assert stored.next_fire_at == want == status.next_fire_at
-        await api.client.delete("once")
+        await api.client.delete(job_id)
 
     api.run(go())
 
@@ -299,12 +302,12 @@ intervals = st.one_of(
 def test_every_with_any_interval_schedules_or_raises_a_typed_error(
     api: Api, interval: timedelta, start: datetime | None
 ) -> None:
+    job_id = f"every-{uuid.uuid4().hex}"  # each example a job of its own
+
     async def go() -> None:
         try:
             trigger = Every(interval, start=start)
-            status = await api.client.schedule(
-                Canary, job_id="every", trigger=trigger, replace=True
-            )
+            status = await api.client.schedule(Canary, job_id=job_id, trigger=trigger)
         except InvalidScheduleError:
             # a typed error: a non-positive interval, or a first fire past the year 9999
             return
@@ -315,7 +318,7 @@ def test_every_with_any_interval_schedules_or_raises_a_typed_error(
                 assert nxt - api.client.clock.now() <= interval
         finally:
             # never leave a microsecond schedule firing on the silo, even when this fails
-            await api.client.cancel("every")
+            await api.client.cancel(job_id)
 
     api.run(go())
 
@@ -354,13 +357,15 @@ def test_cron_with_any_expression_and_zone_schedules_or_raises_a_typed_error(
         fires.append(nxt)
         cursor = nxt
 
+    job_id = f"cron-{uuid.uuid4().hex}"
+
     async def go() -> None:
-        status = await api.client.schedule(Canary, job_id="cron", trigger=trigger, replace=True)
+        status = await api.client.schedule(Canary, job_id=job_id, trigger=trigger)
         if fires:
             assert status.next_fire_at is not None and status.next_fire_at >= fires[0]
         else:
             assert status.next_fire_at is None and status.stage is JobStage.FINISHED
-        await api.client.cancel("cron")
+        await api.client.cancel(job_id)
 
     api.run(go())
 
