@@ -148,7 +148,7 @@ async def test_compensation_runs_once_retries_are_spent(
 ) -> None:
     async with make_silo(Compensated) as silo:
         await silo.client.schedule(Compensated, job_id="c", trigger=Once(delay=timedelta(0)))
-        await drive(clock, lambda: _done(silo, "c"), "the run to end", step=5)
+        await drive(clock, lambda: _done(silo, "c"), "the run to end", step=2)
         run = await silo.client.wait("c", timeout=2)
     assert run.stage is RunStage.COMPENSATED
     assert [t.stage for t in run.transitions][-2:] == [RunStage.COMPENSATING, RunStage.COMPENSATED]
@@ -158,7 +158,7 @@ async def test_compensation_runs_once_retries_are_spent(
 async def test_failed_compensation_is_recorded(make_silo: SiloFactory, clock: FakeClock) -> None:
     async with make_silo(CompensationFails) as silo:
         await silo.client.schedule(CompensationFails, job_id="c", trigger=Once(delay=timedelta(0)))
-        await drive(clock, lambda: _done(silo, "c"), "the run to end", step=5)
+        await drive(clock, lambda: _done(silo, "c"), "the run to end", step=2)
         run = await silo.client.wait("c", timeout=2)
     assert run.stage is RunStage.FAILED
     assert run.error is not None and run.error.message == "boom 3"
@@ -441,7 +441,7 @@ async def test_events_report_attempts_and_runs(make_silo: SiloFactory, clock: Fa
     async with make_silo(Compensated, configure=lambda b: b.use_events(Recorder())) as silo:
         await silo.client.schedule(Compensated, job_id="c", trigger=Once(delay=timedelta(0)))
         await eventually(lambda: _stage(silo, "c", "retrying"), "the first failure")
-        await drive(clock, lambda: _done(silo, "c"), "the run to end", step=5)
+        await drive(clock, lambda: _done(silo, "c"), "the run to end", step=2)
         run = await silo.client.wait("c", timeout=2)
     assert run.stage is RunStage.COMPENSATED
     # Every event names the job, its type and the one run they belong to.
