@@ -93,7 +93,7 @@ class Case:
             return (
                 f"recurring, {self.jobs:,} schedules every {self.period:g} s for {self.seconds:g} s"
             )
-        return f"scale, {self.jobs:,} jobs over 24 h, {self.seconds:g} s idle"
+        return f"scale, {self.jobs:,} jobs over 24 h from +1 h, {self.seconds:g} s idle"
 
 
 # -- environments ------------------------------------------------------------------------------

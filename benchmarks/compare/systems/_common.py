@@ -145,8 +145,9 @@ def timer_dues(n: int, t0: float, span: float = 10.0) -> list[float]:
 
 
 def scale_dues(n: int, t0: float) -> list[float]:
-    """Due times of the scale scenario: spread over the next 24 h."""
-    return [t0 + 86_400.0 * (i + 1) / n for i in range(n)]
+    """Due times of the scale scenario: spread over 24 h that begin an hour from now, so
+    that the idle window measures holding the jobs, not running the first of them."""
+    return [t0 + 3_600.0 + 86_400.0 * (i + 1) / n for i in range(n)]
 
 
 def anchor(period: float, ahead: float = 2.0) -> float:

@@ -35,6 +35,8 @@ log = logging.getLogger("anu_jobs.grain")
 
 _ACTIVE_RUN = (RunStage.RUNNING, RunStage.COMPENSATING)
 
+_US = timedelta(microseconds=1)
+
 #: how many times a run may be cut off by a lost silo before it is failed
 MAX_INTERRUPTIONS = 5
 
@@ -76,11 +78,14 @@ class JobEvents(Protocol):
 class GrainOptions:
     """``cancel_grace``: how long a cancelled attempt may run on after its token trips
     before its task is cancelled. ``executor``: where plain-``def`` jobs run. ``events``:
-    who hears about attempts and runs (metrics)."""
+    who hears about attempts and runs (metrics). ``arm_ahead``: an attempt due this soon
+    is put on record ahead of time, so that its job's code starts on the dot, with no
+    write in between (zero: every attempt waits for its own write before it starts)."""
 
     cancel_grace: timedelta = timedelta(seconds=5)
     executor: Executor | None = None
     events: JobEvents | None = None
+    arm_ahead: timedelta = timedelta(0)
 
 
 class _Hooks:
@@ -153,6 +158,13 @@ class JobGrain(GrainLogic):
         self._cancel_reason: str | None = None
         self._hard_cancel: TimerHandle | None = None
         self._attempt_began: int | None = None
+        # The armed attempt (st.armed) is in the store: its start needs no write first.
+        self._arm_durable = False
+        # The run whose armed attempt a previous activation may have started (and died in).
+        self._cut_off: str | None = None
+        # No write of this activation has been built, and no earlier holder of the lease
+        # can have started an attempt unrecorded: the lease's claim arms a due attempt.
+        self._claim_armed = False
 
     # -- GrainLogic --------------------------------------------------------------------
 
@@ -165,11 +177,39 @@ class JobGrain(GrainLogic):
             self.host.save()
             return
         run = st.run
+        if not self.passive:
+            self._note_unrecorded()
         if run is not None and run.stage in _ACTIVE_RUN and not self.passive:
             self._recover(run)
+        elif self._cut_off is not None and run is not None and run.run_id == self._cut_off:
+            self._cut_off = None
+            self._recover(run, armed=True)
         for msg in control:
             self._control(msg.body)
         self._advance_and_save(bool(control))
+
+    def _note_unrecorded(self) -> None:
+        """Find an attempt an earlier holder of the lease may have started without a
+        record: it armed one whose time has passed, or it claimed the job (the lease
+        epoch moved past the last write's) and wrote nothing since. That attempt is
+        counted as cut off (``_cut_off``), as a running one would be; if no such holder
+        can be, this activation may start a due attempt before its first write lands."""
+        st = self.state
+        assert st is not None
+        armed, st.armed = st.armed, None
+        now_us = self._now()[1]
+        cut: str | None = None
+        if armed is not None and int(armed[1]) <= now_us:
+            cut = str(armed[0])
+        epoch, last = self.host.epoch, st.epoch
+        if epoch and last is not None:
+            if epoch == last + 1:
+                self._claim_armed = True
+            elif epoch > last + 1 and cut is None:
+                nxt = self._next_attempt()
+                if nxt is not None and nxt[1] <= now_us:
+                    cut = nxt[0]
+        self._cut_off = cut
 
     def on_wake(self) -> None:
         if self.state is None or self.deleted or self.passive:
@@ -233,7 +273,17 @@ class JobGrain(GrainLogic):
             times.append(run.next_attempt_at)
         elif run.stage is RunStage.SCHEDULED and self._task_run is None:
             times.append(run.scheduled_for)  # a run taken over before its time
-        return from_us(min(times)) if times else None
+        if not times:
+            return None
+        at = min(times)
+        ahead = self.options.arm_ahead
+        if ahead and st.armed is None:
+            nxt = self._next_attempt()
+            if nxt is not None:
+                arm_at = nxt[1] - ahead // _US
+                if arm_at > to_us(self.host.clock.now()):
+                    at = min(at, arm_at)  # wake in time to arm it
+        return from_us(at)
 
     def is_busy(self) -> bool:
         return self._task_run is not None
@@ -247,6 +297,9 @@ class JobGrain(GrainLogic):
         if st is None:  # quarantined: keep what is stored, never wake it again
             return Snapshot(stage=self._stage, state=self._raw, due_at=None)
         st.updated_at = to_us(self.host.clock.now())
+        if self.host.epoch:
+            st.epoch = self.host.epoch
+            self._claim_armed = False  # from this write on, a crash leaves no epoch gap
         runs = tuple(r.to_record(self.job_id, self.job_type) for r in self._dirty.values())
         self._dirty.clear()
         return Snapshot(
@@ -269,6 +322,8 @@ class JobGrain(GrainLogic):
     def on_shutdown(self) -> None:
         if self._runner is not None:
             self._runner.interrupt("interrupted")
+        elif self.state is not None and self.state.armed is not None:
+            self.state.armed = None  # nothing started: the stopping write clears the mark
 
     # -- firing ----------------------------------------------------------------------
 
@@ -303,7 +358,11 @@ class JobGrain(GrainLogic):
                 run = RunState(run_id=run_id, scheduled_for=int(at), trigger=str(label))
                 run.move(RunStage.SCHEDULED, int(at))
                 st.run = run
-                self._start(run, "execute")
+                if run_id == self._cut_off:
+                    self._cut_off = None
+                    self._recover(run, armed=True)  # may fail it: cut off too many times
+                if st.run is run:
+                    self._start(run, "execute")
         elif (
             st.run is not None
             and st.run.stage is RunStage.SCHEDULED
@@ -325,6 +384,58 @@ class JobGrain(GrainLogic):
         ):
             self._start(st.run, "execute")
         self._settle_stage()
+        self._arm(now_us)
+
+    def _next_attempt(self) -> tuple[str, int] | None:
+        """The run id and time of the next attempt this grain starts, if nothing changes."""
+        st = self.state
+        assert st is not None
+        run = st.run
+        if run is not None:
+            if self._task_run is not None:
+                return None
+            if run.stage is RunStage.SCHEDULED:
+                return run.run_id, run.scheduled_for
+            if run.stage is RunStage.RETRYING and run.next_attempt_at is not None:
+                return run.run_id, run.next_attempt_at
+            return None
+        best: tuple[str, int] | None = None
+        if st.pending and st.stage is not JobStage.CANCELLED:
+            at, _, run_id = min(st.pending, key=lambda p: p[0])
+            best = str(run_id), int(at)
+        if st.stage is JobStage.ACTIVE:
+            for nxt in st.next:
+                if nxt is not None and (best is None or nxt < best[1]):
+                    best = run_id_for(self.job_id, from_us(nxt)), nxt
+        return best
+
+    def _arm(self, now_us: int) -> None:
+        """Put the next attempt on record ahead of time when it is due within
+        ``arm_ahead``: when it comes, its code starts on the dot. The stored mark says which
+        run may start and when; should this silo die after that time without a later write,
+        the next activation counts the attempt as cut off, as it would a running one."""
+        st = self.state
+        assert st is not None
+        if self._task_run is not None:
+            return  # an attempt is starting or running: its start clears the mark
+        want: list[Any] | None = None
+        ahead = self.options.arm_ahead
+        if ahead and not self.passive and self.alive and self.host.accepting:
+            nxt = self._next_attempt()
+            if nxt is not None and now_us < nxt[1] <= now_us + ahead // _US:
+                want = [nxt[0], nxt[1], self.host.silo_id]
+        if want == st.armed or (want is None and st.armed is None):
+            return
+        st.armed = want
+        self._arm_durable = False
+        fut = self.host.save()
+        if want is not None:
+
+            def landed(f: Any) -> None:
+                if not f.cancelled() and f.exception() is None and st.armed is want:
+                    self._arm_durable = True
+
+            fut.add_done_callback(landed)
 
     def _queue_fires(self, label: str, fires: Sequence[datetime]) -> None:
         """Queue fires to run, unless a run is in flight: then the overlap policy decides."""
@@ -407,17 +518,20 @@ class JobGrain(GrainLogic):
             if token.is_cancelled or not self.alive:
                 outcome = Outcome("cancelled" if self._cancel_reason else "lost")
             else:
-                began: list[JobContext] = []
+                began: list[tuple[bool, JobContext]] = []
                 self.host.turn(lambda: began.append(self._begin(run, method, token)))
                 if not began:
                     return
-                try:
-                    # The attempt is on record before the job's code runs: should this
-                    # silo die now, the next one knows to run the next attempt.
-                    await self.host.save()
-                except LeaseLostError:
-                    return
-                ctx = began[0]
+                armed, ctx = began[0]
+                if armed:
+                    self.host.save()  # the armed mark is on record: start on the dot
+                else:
+                    try:
+                        # The attempt is on record before the job's code runs: should this
+                        # silo die now, the next one knows to run the next attempt.
+                        await self.host.save()
+                    except LeaseLostError:
+                        return
                 ctx.started_at = self.host.clock.now()
                 if self.options.events is not None:
                     lateness = ctx.started_at - ctx.scheduled_for
@@ -440,25 +554,37 @@ class JobGrain(GrainLogic):
     def _abandon(self) -> None:
         self._task_run = self._runner = self._token = None
 
-    def _begin(self, run: RunState, method: str, token: CancellationToken) -> JobContext:
+    def _begin(
+        self, run: RunState, method: str, token: CancellationToken
+    ) -> tuple[bool, JobContext]:
         st = self.state
         assert st is not None
         now, now_us = self._now()
+        fast = False
         if method == "execute":
+            armed = st.armed
+            fast = (
+                self._claim_armed
+                or (self._arm_durable and armed is not None and armed[0] == run.run_id)
+            ) and self.host.lease_fresh()
+            st.armed = None
+            self._arm_durable = False
             run.attempt += 1
             if run.started_at is None:
                 run.started_at = now_us
             run.next_attempt_at = None
             run.silo_id = self.host.silo_id
             run.move(RunStage.RUNNING, now_us, f"attempt {run.attempt} on silo {self.host.silo_id}")
-            self.touch(run)  # written (and awaited) by _attempt before the job's code runs
+            # Written by _attempt, and awaited before the job's code runs unless the attempt
+            # was armed: then its mark in the store stands for it until this lands.
+            self.touch(run)
         self._attempt_began = now_us
         # The job gets its own copies: the state's values are shared with writes in flight.
         params: Any = copy.deepcopy(st.params) if st.params else {}
         if self.cls is not None:
             with contextlib.suppress(InvalidParamsError):
                 params = load_params(self.cls, params)
-        return JobContext(
+        return fast, JobContext(
             job_id=self.job_id,
             job_type=self.job_type,
             run_id=run.run_id,
@@ -553,10 +679,14 @@ class JobGrain(GrainLogic):
             run.move(RunStage.FAILED, now_us, f"{what}; retries spent" if policy else what)
             self._finish(run)
 
-    def _recover(self, run: RunState) -> None:
-        """The previous activation died with this run in flight: try it again."""
+    def _recover(self, run: RunState, armed: bool = False) -> None:
+        """The previous activation died with this run in flight, or (``armed``) after the
+        time of an attempt it had armed: try it again."""
         _, now_us = self._now()
         self.touch(run)
+        self._claim_armed = False  # the next attempt waits for this to be on record
+        if armed:
+            run.attempt += 1  # it may have begun: its number is not given again
         if run.stage is RunStage.COMPENSATING:
             run.move(
                 RunStage.COMPENSATING,

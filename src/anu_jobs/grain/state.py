@@ -6,10 +6,16 @@ A job's state document (stored as the grain state, times in microseconds)::
      "misfire": {...}, "overlap": "skip", "stage": "active", "reason": null,
      "pending": [[at_us, trigger_label, run_id], ...],
      "run": {...} | null, "last_run": {...} | null,
-     "source": "client" | "builder", "created_at": us, "updated_at": us}
+     "source": "client" | "builder", "created_at": us, "updated_at": us,
+     "armed": [run_id, at_us, silo_id],   (only while an attempt is armed)
+     "epoch": int}   (the lease epoch of the last write; 0 before any)
 
 ``run`` is the run in progress (running, retrying or compensating); its document is also
-what the run history stores.
+what the run history stores. ``armed`` says that a silo has put on record, ahead of
+time, the attempt it will start at ``at_us``: it then starts the job's code on the dot
+without a write in between (see ``JobGrain._arm``). ``epoch`` tells a new activation
+whether a silo claimed the job since the last write and may have started an attempt
+without a record (see ``JobGrain.on_activate``).
 """
 
 from __future__ import annotations
@@ -164,9 +170,11 @@ class JobState:
     source: str = "client"
     created_at: int = 0
     updated_at: int = 0
+    armed: list[Any] | None = None
+    epoch: int | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        doc: dict[str, Any] = {
             "v": STATE_VERSION,
             "params": self.params,  # replaced whole, never changed in place
             "triggers": [t.to_json() for t in self.triggers],
@@ -182,6 +190,11 @@ class JobState:
             "created_at": self.created_at,
             "updated_at": self.updated_at,
         }
+        if self.armed is not None:
+            doc["armed"] = list(self.armed)
+        if self.epoch is not None:
+            doc["epoch"] = self.epoch
+        return doc
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> JobState:
@@ -201,6 +214,17 @@ class JobState:
         if len(nxt) != len(triggers):
             raise ValueError("state has a next fire time per trigger, but the counts differ")
         run = data.get("run")
+        armed = data.get("armed")
+        if armed is not None and not (
+            isinstance(armed, list)
+            and len(armed) == 3
+            and isinstance(armed[0], str)
+            and isinstance(armed[1], int)
+        ):
+            raise ValueError(f"malformed armed attempt {armed!r}")
+        epoch = data.get("epoch")
+        if epoch is not None and (isinstance(epoch, bool) or not isinstance(epoch, int)):
+            raise ValueError(f"malformed lease epoch {epoch!r}")
         return cls(
             params=dict(data["params"]),
             triggers=triggers,
@@ -215,6 +239,8 @@ class JobState:
             source=str(data.get("source", "client")),
             created_at=int(data.get("created_at", 0)),
             updated_at=int(data.get("updated_at", 0)),
+            armed=armed,
+            epoch=epoch,
         )
 
     def next_fire_us(self) -> int | None:
@@ -324,6 +350,7 @@ def new_job_state(
         source=source,
         created_at=now_us,
         updated_at=now_us,
+        epoch=0,
     )
     if all(n is None for n in nxt) and not any(t.kind == "manual" for t in resolved):
         state.stage = JobStage.FINISHED

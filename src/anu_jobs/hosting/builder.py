@@ -238,7 +238,9 @@ class SiloBuilder:
             clock=self._clock,
             declared=tuple(self._declared.values()),
             runtime_options=options,
-            grain_options=GrainOptions(cancel_grace=self._cancel_grace, events=events),
+            grain_options=GrainOptions(
+                cancel_grace=self._cancel_grace, events=events, arm_ahead=options.lookahead
+            ),
             history_keep=self._history_keep,
             drain_timeout=self._drain_timeout,
             services=tuple(self._services),

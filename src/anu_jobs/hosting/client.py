@@ -132,10 +132,11 @@ class JobSpec:
 class _PassiveHost(GrainHost):
     """The host of a grain that a client activates for one request: no timers, no tasks."""
 
-    def __init__(self, job_id: str, silo_id: str, clock: Clock) -> None:
+    def __init__(self, job_id: str, silo_id: str, clock: Clock, epoch: int) -> None:
         self.job_id = job_id
         self.silo_id = silo_id
         self.clock = clock
+        self.epoch = epoch
 
     @property
     def accepting(self) -> bool:
@@ -411,9 +412,8 @@ class JobClient:
         body: dict[str, Any],
     ) -> None:
         """Apply a request to a job no silo holds, as a short-lived passive activation."""
-        grain = JobGrain(
-            _PassiveHost(env.job_id, token.silo_id, self.clock), env, self.registry, passive=True
-        )
+        host = _PassiveHost(env.job_id, token.silo_id, self.clock, token.epoch)
+        grain = JobGrain(host, env, self.registry, passive=True)
         grain.on_activate(msgs)
         grain.on_control(body)
         snap = grain.snapshot()

@@ -49,6 +49,7 @@ class Activation(GrainHost):
         self.silo_id = runtime.silo_id
         self.clock: Clock = runtime.clock
         self.lease = lease
+        self.epoch = lease.epoch
         self.etag = envelope.etag
         self.alive = True
         self.releasing = False
@@ -97,6 +98,9 @@ class Activation(GrainHost):
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
         return task
+
+    def lease_fresh(self) -> bool:
+        return self.alive and self.runtime.lease_fresh(self.job_id)
 
     def run_slot(self) -> AbstractAsyncContextManager[None]:
         return self.runtime.slots

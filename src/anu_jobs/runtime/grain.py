@@ -40,6 +40,8 @@ class GrainHost(ABC):
     job_id: str
     silo_id: str
     clock: Clock
+    #: the epoch of the lease the grain is hosted under (0: none)
+    epoch: int = 0
 
     @property
     @abstractmethod
@@ -63,6 +65,11 @@ class GrainHost(ABC):
     @abstractmethod
     def run_slot(self) -> AbstractAsyncContextManager[None]:
         """Hold one of the silo's concurrency slots while an attempt runs."""
+
+    def lease_fresh(self) -> bool:
+        """Whether the lease is certainly held now and for a while yet, so that an
+        attempt put on record ahead of time may start before its next write lands."""
+        return False
 
     @abstractmethod
     def turn(self, fn: Callable[[], None]) -> None:

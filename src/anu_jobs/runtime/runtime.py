@@ -29,6 +29,9 @@ __all__ = ["RuntimeOptions", "SiloRuntime"]
 
 log = logging.getLogger("anu_jobs.runtime")
 
+#: claims activated between two yields to the event loop
+_ACTIVATE_SLICE = 16
+
 
 @dataclass(frozen=True, slots=True)
 class RuntimeOptions:
@@ -100,6 +103,8 @@ class SiloRuntime:
         # (a claim or a renewal) was sent: the store's expiry is at least lease_ttl later.
         self._confirmed: dict[str, float] = {}
         self._busy: set[str] = set()
+        # clock.monotonic() when the last heartbeat the store accepted was sent
+        self._alive_at: float | None = None
         self.writer = WriteBatcher(storage)
         self.slots = _Slots(self.options.max_concurrency)
         self._wake = asyncio.Event()
@@ -124,10 +129,11 @@ class SiloRuntime:
     # -- lifecycle --------------------------------------------------------------------
 
     async def start(self) -> None:
-        now = self.clock.now()
+        now, sent = self.clock.now(), self.clock.monotonic()
         await self.storage.register_silo(
             SiloInfo(self.silo_id, socket.gethostname(), os.getpid(), now, now)
         )
+        self._alive_at = sent  # registering is the first heartbeat
         self._running = True
         self._claiming = True
         self._remove_listener = self.storage.add_listener(self._on_notice)
@@ -216,6 +222,22 @@ class SiloRuntime:
         )
         act.activate(control)
         return act
+
+    def lease_fresh(self, job_id: str) -> bool:
+        """Whether this silo certainly holds ``job_id``'s lease now and for a while yet:
+        the request that last set its expiry, and the last heartbeat the store took, were
+        both sent less than half a lease (half of ``dead_after``) ago on the steady clock.
+        An attempt may then start before its record lands; after a pause of the process
+        (a freeze, a long GC), it waits for the write that the store fences instead."""
+        confirmed = self._confirmed.get(job_id)
+        alive = self._alive_at
+        if confirmed is None or alive is None:
+            return False
+        now, opts = self.clock.monotonic(), self.options
+        return (
+            now - confirmed < opts.lease_ttl.total_seconds() / 2
+            and now - alive < opts.dead_after.total_seconds() / 2
+        )
 
     def note_busy(self, act: Activation, busy: bool) -> None:
         if busy:
@@ -306,8 +328,12 @@ class SiloRuntime:
                     self.silo_id, now, now + opts.lookahead, limit, opts.lease_ttl
                 )
                 backoff = 0.05
-                for claim in claims:
+                for i, claim in enumerate(claims):
+                    if i and i % _ACTIVATE_SLICE == 0:
+                        await asyncio.sleep(0)  # let timers due meanwhile fire on time
                     if not self._claiming:
+                        # The silo began to stop meanwhile: hand back what it took.
+                        await self._release_quietly([c.lease for c in claims[i:]])
                         break
                     self.claimed += 1
                     try:
@@ -331,6 +357,12 @@ class SiloRuntime:
                 log.warning("claiming failed, retrying in %.2fs: %s", backoff, exc)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
+
+    async def _release_quietly(self, tokens: list[LeaseToken]) -> None:
+        try:
+            await self.storage.release_leases(tokens)
+        except Exception as exc:  # they lapse at their expiry instead
+            log.warning("could not hand back %d leases: %s", len(tokens), exc)
 
     async def _wait(self, event: asyncio.Event, deadline: datetime | None) -> None:
         """Wait for ``event`` or, if given, this clock's ``deadline``; clear the event."""
@@ -380,6 +412,7 @@ class SiloRuntime:
             act.lose("this silo was declared dead")
         self.silo_id = _new_silo_id()
         self.generation += 1
+        sent = self.clock.monotonic()
         await self.storage.register_silo(
             SiloInfo(
                 self.silo_id,
@@ -397,6 +430,7 @@ class SiloRuntime:
             self.silo_id,
             self.generation,
         )
+        self._alive_at = sent
         if self._running and not self._stop.is_set():
             self._claiming = True
             self._wake.set()
@@ -407,9 +441,12 @@ class SiloRuntime:
             try:
                 # The store stamps the heartbeat and judges the others' with its own clock,
                 # so a silo whose clock is off neither looks dead nor kills the others.
+                sent = self.clock.monotonic()
                 if not await self.storage.heartbeat(self.silo_id):
+                    self._alive_at = None
                     await self._rejoin(self.clock.now())
                     continue
+                self._alive_at = sent
                 dead = await self.storage.declare_dead(opts.dead_after, by=self.silo_id)
                 if dead:
                     log.warning("declared dead: %s", ", ".join(dead))
