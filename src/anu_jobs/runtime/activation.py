@@ -165,6 +165,7 @@ class Activation(GrainHost):
             and (self.logic.is_busy() or self._wants_to_stay())
         ):
             self.releasing = False  # work arrived since it was marked idle
+            self.reschedule()  # its wake-up may have been too far for a timer then
         self._in_flight_waiters, self._waiters = self._waiters, []
         self._pending_finished = self._carry_finished + snap.finished_runs
         self._carry_finished = ()
