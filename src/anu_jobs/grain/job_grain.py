@@ -27,7 +27,7 @@ from anu_jobs.grain.status import JobStage, RunStage
 from anu_jobs.model import CancellationToken, ErrorInfo, Job, JobContext, JobRegistry, load_params
 from anu_jobs.runtime.grain import GrainHost, GrainLogic, Snapshot
 from anu_jobs.storage.base import ControlMessage, StateEnvelope
-from anu_jobs.triggers import Manual, Once, plan_fires
+from anu_jobs.triggers import Manual, Once, Trigger, plan_fires
 
 __all__ = ["GrainOptions", "JobEvents", "JobGrain"]
 
@@ -165,6 +165,7 @@ class JobGrain(GrainLogic):
         # No write of this activation has been built, and no earlier holder of the lease
         # can have started an attempt unrecorded: the lease's claim arms a due attempt.
         self._claim_armed = False
+        self._labels: dict[int, tuple[Trigger, str]] = {}
 
     # -- GrainLogic --------------------------------------------------------------------
 
@@ -350,7 +351,7 @@ class JobGrain(GrainLogic):
                         f"{plan.skipped} fire(s) missed while no silo ran the job "
                         f"(misfire policy: {st.misfire.describe()})",
                     )
-                self._queue_fires(trig.describe(), plan.run)
+                self._queue_fires(self._label(trig), plan.run)
         if st.run is None and st.pending and not self.passive:
             st.pending.sort(key=lambda p: p[0])
             if st.pending[0][0] <= now_us and st.stage is not JobStage.CANCELLED:
@@ -436,6 +437,13 @@ class JobGrain(GrainLogic):
                     self._arm_durable = True
 
             fut.add_done_callback(landed)
+
+    def _label(self, trig: Trigger) -> str:
+        """A trigger's description, the label of its runs (computed once per trigger)."""
+        label = self._labels.get(id(trig))
+        if label is None or label[0] is not trig:
+            label = self._labels[id(trig)] = (trig, trig.describe())
+        return label[1]
 
     def _queue_fires(self, label: str, fires: Sequence[datetime]) -> None:
         """Queue fires to run, unless a run is in flight: then the overlap policy decides."""
