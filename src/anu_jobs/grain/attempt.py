@@ -61,19 +61,23 @@ def error_info(exc: BaseException) -> ErrorInfo:
 class AttemptRunner:
     """Runs one method of one job instance and classifies how it ended."""
 
-    __slots__ = ("_clock", "_executor", "_user", "_why")
+    __slots__ = ("_clock", "_executor", "_inside", "_user", "_why")
 
     def __init__(self, clock: Clock, executor: Executor | None) -> None:
         self._clock = clock
         self._executor = executor
         self._user: asyncio.Future[Any] | None = None
+        # The task running an async job's code, while it runs it.
+        self._inside: asyncio.Task[Any] | None = None
         self._why: OutcomeKind | None = None
 
     def interrupt(self, why: OutcomeKind) -> None:
-        """Stop waiting for the job's code (cancel its task; a thread runs on, ignored)."""
+        """Stop waiting for the job's code (cancel it; a thread runs on, ignored)."""
         if self._why is None:
             self._why = why
-        if self._user is not None and not self._user.done():
+        if self._inside is not None:
+            self._inside.cancel()
+        elif self._user is not None and not self._user.done():
             self._user.cancel()
 
     async def run(
@@ -88,11 +92,8 @@ class AttemptRunner:
         fn: Callable[..., Any] = getattr(job, method)
         loop = asyncio.get_running_loop()
         if cls.is_async(method):
-            user: asyncio.Future[Any] = loop.create_task(
-                _guard(fn, ctx), name=f"{ctx.job_id}:{method}"
-            )
-        else:
-            user = loop.run_in_executor(self._executor, fn, ctx)
+            return await self._run_here(fn, ctx, token, timeout)
+        user = loop.run_in_executor(self._executor, fn, ctx)
         self._user = user
         timed_out = overdue = False
         handle: TimerHandle | None = None
@@ -138,9 +139,67 @@ class AttemptRunner:
             return Outcome("cancelled")
         return Outcome("error", error_info(exc))
 
+    async def _run_here(
+        self,
+        fn: Callable[..., Any],
+        ctx: JobContext,
+        token: CancellationToken,
+        timeout: timedelta | None,
+    ) -> Outcome:
+        """An async job's code runs in the attempt's own task, not one of its own (a task
+        and a turn of the loop less per attempt). A deadline or :meth:`interrupt` cancels
+        that task while, and only while, the job's code runs."""
+        if self._why is not None:  # interrupted before it began
+            return Outcome(self._why)
+        task = asyncio.current_task()
+        assert task is not None
+        timed_out = False
+        handle: TimerHandle | None = None
+        due = None
+        if timeout is not None:
+            due = self._clock.now() + timeout
 
-async def _guard(fn: Callable[..., Any], ctx: JobContext) -> Any:
-    try:
-        return await fn(ctx)
-    except (KeyboardInterrupt, SystemExit) as exc:
-        raise _JobRaisedBaseException(exc) from exc
+            def on_timeout() -> None:
+                nonlocal timed_out
+                if self._inside is task:
+                    timed_out = True
+                    task.cancel()
+
+            handle = self._clock.call_at(due, on_timeout)
+        exc: BaseException | None = None
+        cancelled = False
+        self._inside = task
+        try:
+            await fn(ctx)
+        except asyncio.CancelledError:
+            cancelled = True
+        except (KeyboardInterrupt, SystemExit) as raised:
+            exc = _JobRaisedBaseException(raised)
+        except BaseException as raised:  # GeneratorExit, MemoryError...: the job's
+            exc = raised
+        finally:
+            self._inside = None
+            if handle is not None:
+                handle.cancel()
+        ours = timed_out or self._why is not None
+        if ours and task.cancelling():
+            task.uncancel()  # the cancel was this runner's, and it has been delivered
+        elif cancelled and task.cancelling():
+            raise asyncio.CancelledError  # the attempt itself is being cancelled
+        if cancelled:
+            if timed_out:
+                return Outcome("error", error_info(JobTimeoutError(ctx.job_id, _secs(timeout))))
+            return Outcome(self._why or "cancelled")
+        if due is not None and self._clock.now() >= due and not token.is_cancelled:
+            # An async job that blocked the event loop past its deadline ends before the
+            # deadline's timer can run: it ran too long all the same.
+            return Outcome("error", error_info(JobTimeoutError(ctx.job_id, _secs(timeout))))
+        if exc is None:
+            return Outcome("ok")
+        if token.is_cancelled and isinstance(exc, JobCancelledError):
+            return Outcome("cancelled")
+        return Outcome("error", error_info(exc))
+
+
+def _secs(timeout: timedelta | None) -> float:
+    return timeout.total_seconds() if timeout is not None else 0.0
