@@ -7,6 +7,7 @@ now and which are skipped, and where the schedule goes next.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal, TypeAlias, get_args
@@ -71,9 +72,10 @@ class MisfirePolicy:
             grace = data["grace_us"]
             if isinstance(grace, bool) or not isinstance(grace, int):
                 raise InvalidScheduleError("misfire grace_us must be whole microseconds (an int)")
-            return cls(
-                policy=data["policy"], grace=timedelta(microseconds=grace), limit=data["limit"]
-            )
+            policy, limit = data["policy"], data["limit"]
+            if type(policy) is str and type(limit) is int:
+                return _policy(policy, grace, limit)  # most jobs share a few policies
+            return cls(policy=policy, grace=timedelta(microseconds=grace), limit=limit)
         except (KeyError, TypeError) as exc:
             raise InvalidScheduleError(f"not a stored misfire policy: {data!r} ({exc})") from None
 
@@ -155,3 +157,9 @@ def plan_fires(
         last_skipped=not_run[0] if not_run else None,
         next_fire=upcoming,
     )
+
+
+@functools.lru_cache(maxsize=64)
+def _policy(policy: str, grace_us: int, limit: int) -> MisfirePolicy:
+    # Policies are frozen: one instance serves every job stored with the same one.
+    return MisfirePolicy(policy=policy, grace=timedelta(microseconds=grace_us), limit=limit)  # type: ignore[arg-type]
