@@ -81,9 +81,10 @@ class Activation(GrainHost):
         return fut
 
     def reschedule(self) -> None:
-        if not self.alive:
-            return
-        at = self.logic.next_wake()
+        if self.alive:
+            self._set_timer(self.logic.next_wake())
+
+    def _set_timer(self, at: datetime | None) -> None:
         if at == self._timer_at and self._timer is not None:
             return
         if self._timer is not None:
@@ -136,12 +137,12 @@ class Activation(GrainHost):
         """Re-arm the timer; collect the activation when it has nothing to do soon."""
         if not self.alive:
             return
-        self.reschedule()
+        at = self.logic.next_wake()
+        self._set_timer(at)
         busy = self.logic.is_busy()
         self.runtime.note_busy(self, busy)
         if busy or self.releasing:
             return
-        at = self.logic.next_wake()
         if at is None or at > self.runtime.hold_until():
             self.releasing = True
             self.save()
