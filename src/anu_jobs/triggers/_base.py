@@ -156,8 +156,22 @@ def check_window(start: datetime | None, end: datetime | None) -> None:
         )
 
 
+# Triggers are stored with every state write: the text of their times is kept (a small
+# cache, emptied when full) instead of being formatted again each time.
+_ISO_CACHE_SIZE = 4096
+_ISO: dict[datetime, str] = {}
+
+
 def iso(value: datetime) -> str:
     """An aware UTC datetime as ISO 8601 with a ``Z`` (microseconds kept when present)."""
+    if value.tzinfo is UTC and type(value) is datetime:
+        text = _ISO.get(value)
+        if text is None:
+            text = value.isoformat().replace("+00:00", "Z")
+            if len(_ISO) >= _ISO_CACHE_SIZE:
+                _ISO.clear()
+            _ISO[value] = text
+        return text
     return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
