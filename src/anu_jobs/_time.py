@@ -11,24 +11,15 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # A burst converts the same few instants over and over (every run of one fire time, each
 # write of a run): small caches of the exact results save rebuilding them. Datetimes and
 # strings are immutable, so a cached value is as good as a new one. A full cache is
-# emptied rather than trimmed; the next lookups fill it again.
+# emptied rather than trimmed; the next lookups fill it again. (to_us has none: it mostly
+# sees fresh clock readings, and hashing a fresh aware datetime costs more than the sum.)
 _CACHE_SIZE = 4096
 _FROM_US: dict[int, datetime] = {}
-_TO_US: dict[datetime, int] = {}
 _ISO: dict[datetime, str] = {}
 
 
 def to_us(value: datetime) -> int:
     """Whole microseconds since the epoch (exact, unlike ``timestamp()``)."""
-    if value.tzinfo is UTC and type(value) is datetime:
-        us = _TO_US.get(value)
-        if us is None:
-            d = value - EPOCH
-            us = (d.days * 86_400 + d.seconds) * 1_000_000 + d.microseconds
-            if len(_TO_US) >= _CACHE_SIZE:
-                _TO_US.clear()
-            _TO_US[value] = us
-        return us
     d = value - EPOCH
     return (d.days * 86_400 + d.seconds) * 1_000_000 + d.microseconds
 
