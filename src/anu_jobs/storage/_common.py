@@ -35,6 +35,7 @@ __all__ = [
     "RunRow",
     "SiloRow",
     "control_from_row",
+    "encode_write",
     "envelope_from_row",
     "from_us",
     "id_matches",
@@ -129,6 +130,82 @@ def run_to_row(run: RunRecord) -> RunRow:
         run.silo_id,
         _json.dumps(run.data),
     )
+
+
+# What stands in for a run document while the rest of a state is encoded: encoded, it is
+# a JSON string that begins with a NUL, which stored state never holds (and the splice
+# below checks that it occurs exactly once, whatever the state holds).
+_SLOT = "\x00anu-jobs run\x00"
+_SLOT_TEXT = _json.dumps(_SLOT)
+
+
+def encode_write(state: dict[str, Any], runs: Sequence[RunRecord]) -> tuple[str, list[RunRow]]:
+    """``_json.dumps(state)`` and :func:`run_to_row` of each run, with the same text and
+    errors, encoding only once a run document that both carry.
+
+    A job's state holds its current run (``"run"``: the history document plus its
+    checkpoint) or, once the run ends, ``"last_run"`` (the history document itself), made
+    from the same values as the run record written with it. When the state's document
+    shares every value (the same objects, so the same JSON) and key order with a record's,
+    the record's text is spliced into the state's; otherwise the state is encoded whole.
+    """
+    try:
+        rows = [run_to_row(r) for r in runs]
+    except Exception:
+        _json.dumps(state)  # as before, a state that cannot be encoded is named first
+        raise
+    for key in ("run", "last_run"):
+        doc = state.get(key)
+        if type(doc) is not dict:
+            continue
+        for run, row in zip(runs, rows, strict=True):
+            text = _shared_text(doc, run.data, row[9], key == "run")
+            if text is not None:
+                copy = dict(state)
+                copy[key] = _SLOT
+                outer = _json.dumps(copy)
+                if outer.count(_SLOT_TEXT) == 1:
+                    return outer.replace(_SLOT_TEXT, text), rows
+                return _json.dumps(state), rows
+    return _json.dumps(state), rows
+
+
+def _shared_text(
+    doc: dict[str, Any], data: dict[str, Any], text: str, checkpoint: bool
+) -> str | None:
+    """The JSON of ``doc`` made from ``text`` (the JSON of ``data``) when ``doc`` is
+    ``data`` (plus a null ``"checkpoint"`` before the last key, ``"silo_id"``, if
+    ``checkpoint``) value for value; else None."""
+    keys = list(data)
+    if checkpoint:
+        if not keys or keys[-1] != "silo_id" or doc.get("checkpoint", 0) is not None:
+            return None
+        keys.insert(-1, "checkpoint")
+    if list(doc) != keys:
+        return None
+    for k, v in data.items():
+        other = doc[k]
+        if other is v:
+            continue
+        if (
+            type(v) is list
+            and type(other) is list
+            and len(v) == len(other)
+            and all(a is b for a, b in zip(v, other, strict=True))
+        ):
+            continue
+        return None
+    if not checkpoint:
+        return text
+    silo = data["silo_id"]
+    if silo is not None and type(silo) is not str:
+        return None
+    # "silo_id" is the last key and its value a string or null: the last ',"silo_id":'
+    # of the text is that key (a quote inside a JSON string is always escaped).
+    at = text.rfind(',"silo_id":')
+    if at < 0:
+        return None
+    return f'{text[:at]},"checkpoint":null{text[at:]}'
 
 
 def run_from_row(row: Sequence[Any]) -> RunRecord:

@@ -25,6 +25,7 @@ from anu_jobs.storage._common import (
     RunRow,
     SiloRow,
     control_from_row,
+    encode_write,
     envelope_from_row,
     from_us,
     new_etag,
@@ -252,9 +253,12 @@ def commit(conn: Conn, writes: Sequence[GrainWrite]) -> list[WriteResult]:
     prepared = [
         (
             w,
-            None if w.state is None else _json.dumps(w.state),
+            *(
+                (None, [run_to_row(r) for r in w.runs])
+                if w.state is None
+                else encode_write(w.state, w.runs)
+            ),
             None if w.due_at is None else to_us(w.due_at),
-            [run_to_row(r) for r in w.runs],
         )
         for w in writes
     ]
@@ -270,7 +274,7 @@ def commit(conn: Conn, writes: Sequence[GrainWrite]) -> list[WriteResult]:
     releases: list[tuple[str]] = []
     deletes: list[tuple[str]] = []
     results = []
-    for w, text, due_us, run_rows in prepared:
+    for w, text, run_rows, due_us in prepared:
         job_id, token = w.lease.job_id, w.lease
         cur = current.get(job_id)
         error: EtagConflictError | LeaseLostError
