@@ -10,6 +10,7 @@ import os
 import random
 import threading
 from collections.abc import Callable, Iterable, Sequence
+from operator import is_
 from typing import Any, cast
 
 from anu_jobs import _json
@@ -191,7 +192,7 @@ def _shared_text(
             type(v) is list
             and type(other) is list
             and len(v) == len(other)
-            and all(a is b for a, b in zip(v, other, strict=True))
+            and all(map(is_, v, other))
         ):
             continue
         return None
