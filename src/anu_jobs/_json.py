@@ -26,6 +26,11 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 _WIDE_INT_BITS = 14_000
 
 
+# One encoder for every call: what ``json.dumps`` would build anew each time with these
+# options (the encoding itself makes its own state per call, so this is thread-safe).
+_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
+
+
 class JSONError(ValueError):
     """The value cannot be represented as JSON."""
 
@@ -50,7 +55,7 @@ def dumps(value: Any) -> str:
     unchecked is free text, which :func:`clean_text` cleans where it is made).
     """
     try:
-        text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        text = _encode(value)
     except (TypeError, ValueError, RecursionError) as exc:
         raise JSONError(str(exc)) from None
     if text.isascii():

@@ -7,15 +7,32 @@ from datetime import UTC, datetime, timedelta
 __all__ = ["EPOCH", "from_us", "from_us_opt", "iso", "to_us", "to_us_opt"]
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_US = timedelta(microseconds=1)
+
+# A burst converts the same few instants over and over (every run of one fire time, each
+# write of a run): small caches of the exact results save rebuilding them. Datetimes and
+# strings are immutable, so a cached value is as good as a new one. A full cache is
+# emptied rather than trimmed; the next lookups fill it again. (to_us has none: it mostly
+# sees fresh clock readings, and hashing a fresh aware datetime costs more than the sum.)
+_CACHE_SIZE = 4096
+_FROM_US: dict[int, datetime] = {}
+_ISO: dict[datetime, str] = {}
 
 
 def to_us(value: datetime) -> int:
     """Whole microseconds since the epoch (exact, unlike ``timestamp()``)."""
-    return (value - EPOCH) // _US
+    d = value - EPOCH
+    return (d.days * 86_400 + d.seconds) * 1_000_000 + d.microseconds
 
 
 def from_us(value: int) -> datetime:
+    if type(value) is int:
+        moment = _FROM_US.get(value)
+        if moment is None:
+            moment = EPOCH + timedelta(0, 0, value)
+            if len(_FROM_US) >= _CACHE_SIZE:
+                _FROM_US.clear()
+            _FROM_US[value] = moment
+        return moment
     return EPOCH + timedelta(microseconds=value)
 
 
@@ -29,4 +46,23 @@ def from_us_opt(value: int | None) -> datetime | None:
 
 def iso(value: datetime) -> str:
     """``2030-01-01T03:00:00.000000Z``: fixed width, so run ids sort by fire time."""
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    if value.tzinfo is UTC and type(value) is datetime:
+        text = _ISO.get(value)
+        if text is None:
+            text = _iso(value)
+            if len(_ISO) >= _CACHE_SIZE:
+                _ISO.clear()
+            _ISO[value] = text
+        return text
+    return _iso(value.astimezone(UTC))
+
+
+def _iso(value: datetime) -> str:
+    # The fields by hand, as strftime would write them; strftime itself for years before
+    # 1000, whose %Y differs between platforms (padded or not), so that nothing changes.
+    if value.year < 1000:
+        return value.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return (
+        f"{value.year:04d}-{value.month:02d}-{value.day:02d}T{value.hour:02d}:"
+        f"{value.minute:02d}:{value.second:02d}.{value.microsecond:06d}Z"
+    )

@@ -113,7 +113,7 @@ class AttemptRunner:
         if self._why is not None:  # interrupted before it began
             user.cancel()
         try:
-            await asyncio.wait([user])
+            await _wait(loop, user)
         finally:
             if handle is not None:
                 handle.cancel()
@@ -203,3 +203,21 @@ class AttemptRunner:
 
 def _secs(timeout: timedelta | None) -> float:
     return timeout.total_seconds() if timeout is not None else 0.0
+
+
+async def _wait(loop: asyncio.AbstractEventLoop, user: asyncio.Future[Any]) -> None:
+    """``await asyncio.wait([user])``, without what that costs for a set of futures."""
+    if user.done():
+        await asyncio.wait([user])
+        return
+    waiter: asyncio.Future[None] = loop.create_future()
+
+    def wake(_: asyncio.Future[Any]) -> None:
+        if not waiter.done():
+            waiter.set_result(None)
+
+    user.add_done_callback(wake)
+    try:
+        await waiter
+    finally:
+        user.remove_done_callback(wake)

@@ -16,6 +16,10 @@ __all__ = ["CancellationToken", "ErrorInfo", "JobContext", "RunHooks"]
 
 T = TypeVar("T")
 
+# Each job type's logger, as logging.getLogger returns it (always the same object for a
+# name), without taking the logging module's lock for every attempt.
+_LOGGERS: dict[str, logging.Logger] = {}
+
 
 @dataclass(frozen=True, slots=True)
 class ErrorInfo:
@@ -140,7 +144,9 @@ class JobContext:
         self.error = error
         self._hooks = hooks
         self._loop = asyncio.get_running_loop()
-        base = logging.getLogger(f"anu_jobs.job.{job_type}")
+        base = _LOGGERS.get(job_type)
+        if base is None:
+            base = _LOGGERS[job_type] = logging.getLogger(f"anu_jobs.job.{job_type}")
         self.logger = logger or logging.LoggerAdapter(
             base, {"job_id": job_id, "run_id": run_id, "attempt": attempt}
         )

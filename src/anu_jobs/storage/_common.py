@@ -10,6 +10,7 @@ import os
 import random
 import threading
 from collections.abc import Callable, Iterable, Sequence
+from operator import is_
 from typing import Any, cast
 
 from anu_jobs import _json
@@ -28,6 +29,8 @@ from anu_jobs.storage.base import (
 __all__ = [
     "FREEING_STATUSES",
     "MAX_US",
+    "RUN_SLOT",
+    "RUN_SLOT_TEXT",
     "TERMINAL_RUN_STAGES",
     "ControlRow",
     "JobRow",
@@ -35,6 +38,7 @@ __all__ = [
     "RunRow",
     "SiloRow",
     "control_from_row",
+    "encode_write",
     "envelope_from_row",
     "from_us",
     "id_matches",
@@ -42,8 +46,10 @@ __all__ = [
     "parse_state",
     "run_from_row",
     "run_to_row",
+    "shared_run",
     "silo_from_row",
     "silo_to_row",
+    "state_run_text",
     "to_us",
 ]
 
@@ -129,6 +135,96 @@ def run_to_row(run: RunRecord) -> RunRow:
         run.silo_id,
         _json.dumps(run.data),
     )
+
+
+# What stands in for a run document while the rest of a state is encoded: encoded, it is
+# a JSON string that begins with a NUL, which stored state never holds (and the splices
+# check that it occurs exactly where it was put, whatever the state holds).
+RUN_SLOT = "\x00anu-jobs run\x00"
+RUN_SLOT_TEXT = _json.dumps(RUN_SLOT)
+
+
+def encode_write(state: dict[str, Any], runs: Sequence[RunRecord]) -> tuple[str, list[RunRow]]:
+    """``_json.dumps(state)`` and :func:`run_to_row` of each run, with the same text and
+    errors, encoding only once a run document that both carry.
+
+    A job's state holds its current run (``"run"``: the history document plus its
+    checkpoint) or, once the run ends, ``"last_run"`` (the history document itself), made
+    from the same values as the run record written with it. When the state's document
+    shares every value (the same objects, so the same JSON) and key order with a record's
+    (see :func:`shared_run`), the record's text is spliced into the state's; otherwise
+    the state is encoded whole.
+    """
+    try:
+        rows = [run_to_row(r) for r in runs]
+    except Exception:
+        _json.dumps(state)  # as before, a state that cannot be encoded is named first
+        raise
+    found = shared_run(state, [r.data for r in runs])
+    if found is not None:
+        key, index = found
+        text = state_run_text(key, rows[index][9])
+        if text is not None:
+            copy = dict(state)
+            copy[key] = RUN_SLOT
+            outer = _json.dumps(copy)
+            if outer.count(RUN_SLOT_TEXT) == 1:
+                return outer.replace(RUN_SLOT_TEXT, text), rows
+    return _json.dumps(state), rows
+
+
+def shared_run(state: dict[str, Any], datas: Sequence[Any]) -> tuple[str, int] | None:
+    """The key of ``state`` (``"run"`` or ``"last_run"``) and the index in ``datas`` of
+    a run document that the state carries as well, value for value (the same objects,
+    so the same JSON, in the same key order; ``"run"`` has a null ``"checkpoint"``
+    before its last key, ``"silo_id"``, a string or null); else None."""
+    for key in ("run", "last_run"):
+        doc = state.get(key)
+        if type(doc) is dict:
+            for index, data in enumerate(datas):
+                if type(data) is dict and _same_doc(doc, data, key == "run"):
+                    return key, index
+    return None
+
+
+def state_run_text(key: str, text: str) -> str | None:
+    """The JSON of a state's ``key`` document made from ``text``, the JSON of the run
+    document that :func:`shared_run` found it shares (None if the text is not as it
+    must be)."""
+    if key == "last_run":
+        return text
+    # "silo_id" is the last key and its value a string or null: the last ',"silo_id":'
+    # of the text is that key (a quote inside a JSON string is always escaped).
+    at = text.rfind(',"silo_id":')
+    if at < 0:
+        return None
+    return f'{text[:at]},"checkpoint":null{text[at:]}'
+
+
+def _same_doc(doc: dict[str, Any], data: dict[str, Any], checkpoint: bool) -> bool:
+    keys = list(data)
+    if checkpoint:
+        if not keys or keys[-1] != "silo_id" or doc.get("checkpoint", 0) is not None:
+            return False
+        silo = data["silo_id"]
+        if silo is not None and type(silo) is not str:
+            return False
+        keys.insert(-1, "checkpoint")
+    if list(doc) != keys:
+        return False
+    for k, v in data.items():
+        other = doc[k]
+        if other is v:
+            continue
+        if (
+            type(v) is list
+            and type(other) is list
+            and len(v) == len(other)
+            and all(map(is_, v, other))
+        ):
+            continue
+        return False
+    return True
 
 
 def run_from_row(row: Sequence[Any]) -> RunRecord:

@@ -21,7 +21,7 @@ from typing import Any
 from anu_jobs._json import JSONError
 from anu_jobs._time import to_us, to_us_opt
 from anu_jobs.errors import EtagConflictError, LeaseLostError
-from anu_jobs.storage._common import new_etag
+from anu_jobs.storage._common import RUN_SLOT, RUN_SLOT_TEXT, new_etag, shared_run, state_run_text
 from anu_jobs.storage.base import GrainWrite, RunRecord, WriteResult
 from anu_jobs.storage.postgres._ops import Conn, fetch
 
@@ -80,9 +80,52 @@ class Round:
     def encode(self) -> str:
         """The round as JSON; a value that is not JSON raises here, before anything is sent."""
         try:
-            return _encode(self.writes)
+            return _encode_spliced(self.writes)
         except (TypeError, ValueError) as exc:
             raise JSONError(str(exc)) from None
+
+
+def _encode_spliced(writes: list[dict[str, Any]]) -> str:
+    """``_encode(writes)``, encoding once each run document that a write's state carries
+    too (see :func:`~anu_jobs.storage._common.shared_run`).
+
+    Such a run's data and the state's copy of it become placeholders in one encoding of
+    the round; the run's text, encoded on its own, takes their places. The text is the
+    same as the plain encoding's (JSON's is made of its parts'); should the placeholders
+    not come out exactly as put in, or any part fail, the round is encoded whole (and
+    fails, if it does, as it always did).
+    """
+    skeleton: list[dict[str, Any]] = []
+    texts: list[str] = []
+    try:
+        for w in writes:
+            state, runs = w["st"], w["runs"]
+            found = None if state is None or not runs else shared_run(state, [r["d"] for r in runs])
+            if found is None:
+                skeleton.append(w)
+                continue
+            key, index = found
+            text = _encode(runs[index]["d"])
+            doc_text = state_run_text(key, text)
+            if doc_text is None:
+                skeleton.append(w)
+                continue
+            shared = list(runs)
+            shared[index] = {**runs[index], "d": RUN_SLOT}
+            # "st" comes before "runs" in a write, so its place comes first in the text
+            skeleton.append({**w, "st": {**state, key: RUN_SLOT}, "runs": shared})
+            texts += (doc_text, text)
+        if not texts:
+            return _encode(writes)
+        parts = _encode(skeleton).split(RUN_SLOT_TEXT)
+    except (TypeError, ValueError, RecursionError):
+        return _encode(writes)
+    if len(parts) != len(texts) + 1:
+        return _encode(writes)
+    out = [parts[0]]
+    for text, part in zip(texts, parts[1:], strict=True):
+        out += (text, part)
+    return "".join(out)
 
 
 def split(writes: Sequence[GrainWrite]) -> list[Round]:

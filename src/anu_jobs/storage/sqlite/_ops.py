@@ -25,6 +25,7 @@ from anu_jobs.storage._common import (
     RunRow,
     SiloRow,
     control_from_row,
+    encode_write,
     envelope_from_row,
     from_us,
     new_etag,
@@ -245,19 +246,26 @@ def next_due(conn: Conn, now_us: int, store_us: int) -> int | None:
 # -- the write path -----------------------------------------------------------------
 
 
+def _prepare(w: GrainWrite) -> tuple[GrainWrite, str | None, list[RunRow], int | None]:
+    """A write's state text, run rows and reminder; what cannot be encoded raises in
+    that order (state, reminder, runs)."""
+    if w.state is None:
+        due_us = None if w.due_at is None else to_us(w.due_at)
+        return w, None, [run_to_row(r) for r in w.runs], due_us
+    try:
+        due_us = None if w.due_at is None else to_us(w.due_at)
+    except Exception:
+        _json.dumps(w.state)  # a state that cannot be encoded is named first
+        raise
+    text, rows = encode_write(w.state, w.runs)
+    return w, text, rows, due_us
+
+
 def commit(conn: Conn, writes: Sequence[GrainWrite]) -> list[WriteResult]:
     """Check every write against one read of the batch's etags and leases, decide in
     Python (in order, so two writes to one job see each other), then apply what passed
     with one ``executemany`` per statement."""
-    prepared = [
-        (
-            w,
-            None if w.state is None else _json.dumps(w.state),
-            None if w.due_at is None else to_us(w.due_at),
-            [run_to_row(r) for r in w.runs],
-        )
-        for w in writes
-    ]
+    prepared = [_prepare(w) for w in writes]
     # job_id -> [etag, lease holder, lease epoch, reminder]; a job missing here is gone
     current: dict[str, list[Any]] = {
         r[0]: [r[1], r[2], r[3], r[4]]
@@ -270,7 +278,7 @@ def commit(conn: Conn, writes: Sequence[GrainWrite]) -> list[WriteResult]:
     releases: list[tuple[str]] = []
     deletes: list[tuple[str]] = []
     results = []
-    for w, text, due_us, run_rows in prepared:
+    for w, text, run_rows, due_us in prepared:
         job_id, token = w.lease.job_id, w.lease
         cur = current.get(job_id)
         error: EtagConflictError | LeaseLostError
