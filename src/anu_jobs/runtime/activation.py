@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from anu_jobs.clock import Clock, TimerHandle
 from anu_jobs.errors import LeaseLostError
-from anu_jobs.runtime.grain import GrainFactory, GrainHost, GrainLogic
+from anu_jobs.runtime.grain import GrainFactory, GrainHost, GrainLogic, Snapshot
 from anu_jobs.storage.base import (
     ControlMessage,
     GrainWrite,
@@ -240,8 +240,43 @@ class Activation(GrainHost):
                 fut.exception()
         self._waiters = []
         self._in_flight_waiters = []
+        if not self.tasks:
+            # The grain holds its host: let go of it, so that neither waits for the cyclic
+            # garbage collector (a cycle per job, and collections that grow with them).
+            self.logic = _Closed(self.logic.job_type)
 
     _pending_finished: tuple[str, ...] = ()
     _carry_finished: tuple[str, ...] = ()
     _carry_runs: tuple[RunRecord, ...] = ()
     _in_flight_acks: tuple[int, ...] = ()
+
+
+class _Closed(GrainLogic):
+    """What a closed activation keeps in place of its grain: nothing runs any more."""
+
+    def __init__(self, job_type: str) -> None:
+        self.job_type = job_type
+
+    def on_activate(self, control: Sequence[ControlMessage]) -> None:
+        return None
+
+    def on_wake(self) -> None:
+        return None
+
+    def on_control(self, body: dict[str, Any]) -> None:
+        return None
+
+    def next_wake(self) -> datetime | None:
+        return None
+
+    def is_busy(self) -> bool:
+        return False
+
+    def snapshot(self) -> Snapshot:
+        raise RuntimeError("a closed activation writes nothing")
+
+    def on_lost(self, reason: str) -> None:
+        return None
+
+    def on_shutdown(self) -> None:
+        return None
