@@ -259,3 +259,44 @@ async def test_a_lease_not_confirmed_for_half_its_time_is_not_fresh(
             await settle()
         assert act.alive and not act.lease_fresh()  # 4.6 s since its claim, none since
         Holds.release.set()
+
+
+async def _armed_mark(silo: Any, job_id: str) -> Any:
+    env = await silo.storage.read_state(job_id)
+    assert env is not None
+    return env.state.get("armed")
+
+
+async def test_a_pause_in_the_armed_window_starts_nothing_and_clears_the_mark(
+    make_silo: SiloFactory, clock: FakeClock
+) -> None:
+    async with make_silo(Starts) as silo:
+        at = clock.now() + timedelta(seconds=2)
+        await silo.client.schedule(Starts, job_id="p", trigger=Once(at=at))
+        await clock.advance(1.7)
+        await eventually(lambda: _armed_mark(silo, "p"), "the attempt to be armed")
+        await silo.client.pause("p")
+        assert await _armed_mark(silo, "p") is None
+        await clock.advance(1)
+        await settle()
+        assert Starts.started == []
+        await silo.client.resume("p")
+        run = await silo.client.wait("p", timeout=5)
+    assert run.stage is RunStage.COMPLETED and run.attempt == 1
+    assert [rid for rid, _, _ in Starts.started] == [run_id_for("p", at)]
+
+
+async def test_a_cancel_in_the_armed_window_starts_nothing_and_records_no_run(
+    make_silo: SiloFactory, clock: FakeClock
+) -> None:
+    async with make_silo(Starts) as silo:
+        at = clock.now() + timedelta(seconds=2)
+        await silo.client.schedule(Starts, job_id="c", trigger=Once(at=at))
+        await clock.advance(1.7)
+        await eventually(lambda: _armed_mark(silo, "c"), "the attempt to be armed")
+        await silo.client.cancel("c")
+        assert await _armed_mark(silo, "c") is None
+        await clock.advance(1)
+        await settle()
+        assert Starts.started == []
+        assert await silo.client.runs("c") == []
