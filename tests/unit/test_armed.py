@@ -300,3 +300,37 @@ async def test_a_cancel_in_the_armed_window_starts_nothing_and_records_no_run(
         await settle()
         assert Starts.started == []
         assert await silo.client.runs("c") == []
+
+
+async def test_an_attempt_that_waited_for_a_slot_past_a_clock_step_back_waits_for_its_time(
+    make_silo: SiloFactory, clock: FakeClock
+) -> None:
+    """A run came due, then waited for a concurrency slot while the silo's clock stepped
+    back: it starts when it is due by the clock as it is now, never early by it."""
+    Holds.release = asyncio.Event()
+
+    def one_slot(builder: SiloBuilder) -> SiloBuilder:
+        return builder.use_concurrency(1)
+
+    async with make_silo(Holds, Starts, configure=one_slot) as silo:
+        await silo.client.schedule(Holds, job_id="hold", trigger=Once(at=clock.now()))
+        await eventually(lambda: "hold" in silo.runtime._busy, "the hold to run")
+        at = clock.now() + timedelta(seconds=1)
+        await silo.client.schedule(Starts, job_id="s", trigger=Once(at=at))
+        await clock.advance(1)  # due: its run is made, its attempt waits for the slot
+        await eventually(lambda: _stage(silo, "s", "scheduled"), "the run to be made")
+        clock.jump(at - timedelta(seconds=2))
+        Holds.release.set()
+        await eventually(lambda: "hold" not in silo.runtime.activations, "the hold to end")
+        await settle()
+        assert Starts.started == []
+        await clock.advance(2)
+        await eventually(lambda: Starts.started, "the run to start at its time")
+    [(run_id, attempt, started)] = Starts.started
+    assert run_id == run_id_for("s", at) and attempt == 1 and started >= at
+
+
+async def _stage(silo: Any, job_id: str, stage: str) -> bool:
+    status = await silo.client.get(job_id)
+    run = status.current_run
+    return run is not None and run.stage.value == stage

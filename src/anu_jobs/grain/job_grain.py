@@ -523,6 +523,11 @@ class JobGrain(GrainLogic):
             if not self.host.accepting and self.alive:
                 self.host.turn(self._abandon)  # the silo began to stop while this waited
                 return
+            if method == "execute" and self.alive and not token.is_cancelled and self._early(run):
+                # This silo's clock stepped back since the attempt came due (while it
+                # waited for a slot): it starts again when it is due by the clock now.
+                self.host.turn(self._abandon)
+                return
             if token.is_cancelled or not self.alive:
                 outcome = Outcome("cancelled" if self._cancel_reason else "lost")
             else:
@@ -558,6 +563,10 @@ class JobGrain(GrainLogic):
                 else:
                     outcome = await runner.run(cls, method, ctx, token, cls.timeout)
         self.host.turn(lambda: self._attempt_done(run, method, outcome))
+
+    def _early(self, run: RunState) -> bool:
+        due = run.next_attempt_at if run.stage is RunStage.RETRYING else run.scheduled_for
+        return due is not None and due > self._now()[1]
 
     def _abandon(self) -> None:
         self._task_run = self._runner = self._token = None
