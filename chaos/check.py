@@ -437,9 +437,16 @@ def check(data: SoakData) -> Report:
             continue
         compensated += 1
         if len(done) > 1:
+            # A fault on the silo that began compensating first (it may finish last: a
+            # frozen silo's compensation ends when it thaws, after the next one's), or
+            # on the one that finished first, explains the second compensation.
             first = min(done, key=lambda e: e.wall)
             later = max(done, key=lambda e: e.wall)
-            if _explaining_fault(data.faults, first.pid, first.wall, later.wall, data.recovery):
+            began = min(comps.get(rid, done), key=lambda e: e.wall)
+            if any(
+                _explaining_fault(data.faults, e.pid, e.wall, later.wall, data.recovery)
+                for e in (began, first)
+            ):
                 comp_rerun += 1
             else:
                 rep.violate(
