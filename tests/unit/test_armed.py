@@ -13,7 +13,7 @@ from anu_jobs import Job, JobContext, MisfirePolicy, Once, RunStage, SiloBuilder
 from anu_jobs._time import to_us
 from anu_jobs.errors import StorageError
 from anu_jobs.grain import JobState
-from anu_jobs.grain.job_grain import MAX_INTERRUPTIONS
+from anu_jobs.grain.lifecycle import MAX_INTERRUPTIONS
 from anu_jobs.grain.state import new_job_state, run_id_for
 from anu_jobs.storage import open_storage
 from anu_jobs.storage.base import LeaseToken
