@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from anu_jobs.triggers import Cron, Trigger
+from anu_jobs.triggers import Cron, MisfirePolicy, Trigger, plan_fires
 from anu_jobs.triggers import _cron as cron_module
 
 
@@ -260,3 +260,16 @@ def test_no_walking_through_the_repeated_hour(monkeypatch: pytest.MonkeyPatch) -
 def test_zone_without_dst_is_a_plain_offset() -> None:
     cron = Cron("0 9 * * *", tz="Asia/Kolkata")
     assert chain(cron, utc(2024, 3, 30), 2) == [utc(2024, 3, 30, 3, 30), utc(2024, 3, 31, 3, 30)]
+
+
+def test_missed_fires_are_counted_across_a_gap_that_begins_at_midnight() -> None:
+    """Santiago springs forward at midnight (00:00 → 01:00 on 2024-09-08): a midnight
+    that does not exist. An outage from 23:59 to 01:03 wall time is four minutes long
+    and misses the fires of 01:00, 01:01 and 01:02 (the gap's own fire is 01:00); the
+    count took the nonexistent hour for sixty more."""
+    cron = Cron("* * * * *", tz="America/Santiago")
+    stored = datetime(2024, 9, 8, 3, 59, tzinfo=UTC)  # 23:59 on the 7th, wall time
+    now = stored + timedelta(minutes=4)
+    assert cron._count_between(stored, now) == 3
+    plan = plan_fires(cron, stored, now, MisfirePolicy("run_once", timedelta(0), 1))
+    assert plan.run == (now,) and plan.skipped == 4

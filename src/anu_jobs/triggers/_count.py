@@ -143,7 +143,9 @@ def _note_gap(zone: tzinfo, day: datetime, gaps: set[datetime]) -> None:
     if before is None or after is None or after <= before:
         return
     # Aware datetimes sharing a tzinfo subtract as wall times; bisect in UTC instead.
-    gaps.add(transition(zone, first.astimezone(UTC), last.astimezone(UTC)))
+    # A midnight inside the gap reads, with fold=0, as the transition instant itself: the
+    # bisection starts a tick before it, where the old offset still holds.
+    gaps.add(transition(zone, first.astimezone(UTC) - TICK, last.astimezone(UTC)))
 
 
 def _gap_surplus(
