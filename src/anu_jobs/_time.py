@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from datetime import UTC, datetime, timedelta
 
 __all__ = ["EPOCH", "from_us", "from_us_opt", "iso", "to_us", "to_us_opt"]
@@ -9,13 +10,10 @@ __all__ = ["EPOCH", "from_us", "from_us_opt", "iso", "to_us", "to_us_opt"]
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 # A burst converts the same few instants over and over (every run of one fire time, each
-# write of a run): small caches of the exact results save rebuilding them. Datetimes and
-# strings are immutable, so a cached value is as good as a new one. A full cache is
-# emptied rather than trimmed; the next lookups fill it again. (to_us has none: it mostly
-# sees fresh clock readings, and hashing a fresh aware datetime costs more than the sum.)
+# write of a run): the exact results are kept in small caches. Datetimes and strings are
+# immutable, so a cached value is as good as a new one. (to_us has none: it mostly sees
+# fresh clock readings, and hashing a fresh aware datetime costs more than the sum.)
 _CACHE_SIZE = 4096
-_FROM_US: dict[int, datetime] = {}
-_ISO: dict[datetime, str] = {}
 
 
 def to_us(value: datetime) -> int:
@@ -26,14 +24,13 @@ def to_us(value: datetime) -> int:
 
 def from_us(value: int) -> datetime:
     if type(value) is int:
-        moment = _FROM_US.get(value)
-        if moment is None:
-            moment = EPOCH + timedelta(0, 0, value)
-            if len(_FROM_US) >= _CACHE_SIZE:
-                _FROM_US.clear()
-            _FROM_US[value] = moment
-        return moment
+        return _from_us(value)
     return EPOCH + timedelta(microseconds=value)
+
+
+@functools.lru_cache(maxsize=_CACHE_SIZE)
+def _from_us(value: int) -> datetime:
+    return EPOCH + timedelta(0, 0, value)
 
 
 def to_us_opt(value: datetime | None) -> int | None:
@@ -47,14 +44,13 @@ def from_us_opt(value: int | None) -> datetime | None:
 def iso(value: datetime) -> str:
     """``2030-01-01T03:00:00.000000Z``: fixed width, so run ids sort by fire time."""
     if value.tzinfo is UTC and type(value) is datetime:
-        text = _ISO.get(value)
-        if text is None:
-            text = _iso(value)
-            if len(_ISO) >= _CACHE_SIZE:
-                _ISO.clear()
-            _ISO[value] = text
-        return text
+        return _iso_utc(value)
     return _iso(value.astimezone(UTC))
+
+
+@functools.lru_cache(maxsize=_CACHE_SIZE)
+def _iso_utc(value: datetime) -> str:
+    return _iso(value)
 
 
 def _iso(value: datetime) -> str:

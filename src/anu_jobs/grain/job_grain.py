@@ -250,7 +250,7 @@ class JobGrain(RunLifecycle, GrainLogic):
             nxt = self._next_attempt()
             if nxt is not None:
                 arm_at = nxt[1] - ahead // _US
-                if arm_at > to_us(self.host.clock.now()):
+                if arm_at > self._now()[1]:
                     at = min(at, arm_at)  # wake in time to arm it
         return from_us(at)
 

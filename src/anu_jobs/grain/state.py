@@ -134,38 +134,19 @@ class RunState:
         )
 
     def to_record(self, job_id: str, job_type: str) -> RunRecord:
-        stage = self.stage.value
-        started_at, finished_at = self.started_at, self.finished_at
-        # to_json's document without the checkpoint (checkpoints live with the state, not
-        # in history), in the same key order
-        data = {
-            "run_id": self.run_id,
-            "scheduled_for": self.scheduled_for,
-            "trigger": self.trigger,
-            "stage": stage,
-            "attempt": self.attempt,
-            "failures": self.failures,
-            "interruptions": self.interruptions,
-            "started_at": started_at,
-            "finished_at": finished_at,
-            "next_attempt_at": self.next_attempt_at,
-            "transitions": list(self.transitions),
-            "error": self.error,
-            "compensation_error": self.compensation_error,
-            "progress": self.progress,
-            "silo_id": self.silo_id,
-        }
+        data = self.to_json()
+        del data["checkpoint"]  # checkpoints live with the state, not in history
         return RunRecord(
-            self.run_id,
-            job_id,
-            job_type,
-            stage,
-            self.attempt,
-            from_us(self.scheduled_for),
-            None if started_at is None else from_us(started_at),
-            None if finished_at is None else from_us(finished_at),
-            self.silo_id,
-            data,
+            run_id=self.run_id,
+            job_id=job_id,
+            job_type=job_type,
+            stage=data["stage"],
+            attempt=self.attempt,
+            scheduled_for=from_us(self.scheduled_for),
+            started_at=from_us_opt(self.started_at),
+            finished_at=from_us_opt(self.finished_at),
+            silo_id=self.silo_id,
+            data=data,
         )
 
     def set_error(self, error: ErrorInfo) -> None:

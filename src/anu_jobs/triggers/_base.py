@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from abc import ABC, abstractmethod
 from datetime import UTC, datetime, timedelta
@@ -117,10 +118,13 @@ def register(cls: _T) -> _T:
 
 # Every activation reads its job's triggers back from the state document. The built-in
 # triggers are immutable values, so one parsed from a document is reused for an equal
-# document (a small cache, emptied when full); other registered kinds are parsed anew.
+# document (a small cache); other registered kinds are parsed anew.
 _OWN = __name__.rpartition(".")[0] + "."
-_PARSED_SIZE = 4096
-_PARSED: dict[tuple[Any, ...], Trigger] = {}
+
+
+@functools.lru_cache(maxsize=4096)
+def _parsed(cls: type[Trigger], key: tuple[tuple[str, type, Any], ...]) -> Trigger:
+    return cls._from_json({k: v for k, _, v in key})
 
 
 def trigger_from_json(data: dict[str, Any]) -> Trigger:
@@ -138,26 +142,19 @@ def trigger_from_json(data: dict[str, Any]) -> Trigger:
     if cls is None:
         known = ", ".join(sorted(_KINDS))
         raise InvalidScheduleError(f"unknown trigger kind {kind!r}; expected one of: {known}")
-    key: tuple[Any, ...] | None = None
+    key: tuple[tuple[str, type, Any], ...] | None = None
     if cls.__module__.startswith(_OWN):
         # Every field's type is part of the key, so that 1 and True (equal, one of them
         # refused) never share an entry; a document with lists or objects is not cached.
         key = tuple([(k, type(v), v) for k, v in data.items()])
         try:
-            trigger = _PARSED.get(key)
+            hash(key)
         except TypeError:
-            key = trigger = None
-        if trigger is not None:
-            return trigger
+            key = None
     try:
-        trigger = cls._from_json(data)
+        return cls._from_json(data) if key is None else _parsed(cls, key)
     except KeyError as exc:
         raise InvalidScheduleError(f"{kind} trigger JSON lacks the field {exc.args[0]!r}") from None
-    if key is not None:
-        if len(_PARSED) >= _PARSED_SIZE:
-            _PARSED.clear()
-        _PARSED[key] = trigger
-    return trigger
 
 
 # --- helpers shared by the trigger modules -----------------------------------------
@@ -180,23 +177,18 @@ def check_window(start: datetime | None, end: datetime | None) -> None:
         )
 
 
-# Triggers are stored with every state write: the text of their times is kept (a small
-# cache, emptied when full) instead of being formatted again each time.
-_ISO_CACHE_SIZE = 4096
-_ISO: dict[datetime, str] = {}
-
-
 def iso(value: datetime) -> str:
     """An aware UTC datetime as ISO 8601 with a ``Z`` (microseconds kept when present)."""
     if value.tzinfo is UTC and type(value) is datetime:
-        text = _ISO.get(value)
-        if text is None:
-            text = value.isoformat().replace("+00:00", "Z")
-            if len(_ISO) >= _ISO_CACHE_SIZE:
-                _ISO.clear()
-            _ISO[value] = text
-        return text
+        return _iso_utc(value)
     return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+# Triggers are stored with every state write: the text of their times is kept (a small
+# cache) instead of being formatted again each time.
+@functools.lru_cache(maxsize=4096)
+def _iso_utc(value: datetime) -> str:
+    return value.isoformat().replace("+00:00", "Z")
 
 
 def micros(value: timedelta) -> int:
