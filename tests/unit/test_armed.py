@@ -19,6 +19,7 @@ from anu_jobs.storage import open_storage
 from anu_jobs.storage.base import LeaseToken
 from anu_jobs.testing import FakeClock
 from tests.conftest import SiloFactory, eventually, settle
+from tests.unit.test_lifecycle import _stage
 
 
 class Starts(Job):
@@ -267,19 +268,30 @@ async def _armed_mark(silo: Any, job_id: str) -> Any:
     return env.state.get("armed")
 
 
+async def _schedule_armed(silo: Any, clock: FakeClock, job_id: str) -> datetime:
+    """A job due in 2 s, then 1.7 s on: its attempt armed in the store. Its time."""
+    at = clock.now() + timedelta(seconds=2)
+    await silo.client.schedule(Starts, job_id=job_id, trigger=Once(at=at))
+    await clock.advance(1.7)
+    await eventually(lambda: _armed_mark(silo, job_id), "the attempt to be armed")
+    return at
+
+
+async def _past_its_time_nothing_started(silo: Any, clock: FakeClock, job_id: str) -> None:
+    """After a request in the armed window: the mark is gone and the time passes idle."""
+    assert await _armed_mark(silo, job_id) is None
+    await clock.advance(1)
+    await settle()
+    assert Starts.started == []
+
+
 async def test_a_pause_in_the_armed_window_starts_nothing_and_clears_the_mark(
     make_silo: SiloFactory, clock: FakeClock
 ) -> None:
     async with make_silo(Starts) as silo:
-        at = clock.now() + timedelta(seconds=2)
-        await silo.client.schedule(Starts, job_id="p", trigger=Once(at=at))
-        await clock.advance(1.7)
-        await eventually(lambda: _armed_mark(silo, "p"), "the attempt to be armed")
+        at = await _schedule_armed(silo, clock, "p")
         await silo.client.pause("p")
-        assert await _armed_mark(silo, "p") is None
-        await clock.advance(1)
-        await settle()
-        assert Starts.started == []
+        await _past_its_time_nothing_started(silo, clock, "p")
         await silo.client.resume("p")
         run = await silo.client.wait("p", timeout=5)
     assert run.stage is RunStage.COMPLETED and run.attempt == 1
@@ -290,15 +302,9 @@ async def test_a_cancel_in_the_armed_window_starts_nothing_and_records_no_run(
     make_silo: SiloFactory, clock: FakeClock
 ) -> None:
     async with make_silo(Starts) as silo:
-        at = clock.now() + timedelta(seconds=2)
-        await silo.client.schedule(Starts, job_id="c", trigger=Once(at=at))
-        await clock.advance(1.7)
-        await eventually(lambda: _armed_mark(silo, "c"), "the attempt to be armed")
+        await _schedule_armed(silo, clock, "c")
         await silo.client.cancel("c")
-        assert await _armed_mark(silo, "c") is None
-        await clock.advance(1)
-        await settle()
-        assert Starts.started == []
+        await _past_its_time_nothing_started(silo, clock, "c")
         assert await silo.client.runs("c") == []
 
 
@@ -328,9 +334,3 @@ async def test_an_attempt_that_waited_for_a_slot_past_a_clock_step_back_waits_fo
         await eventually(lambda: Starts.started, "the run to start at its time")
     [(run_id, attempt, started)] = Starts.started
     assert run_id == run_id_for("s", at) and attempt == 1 and started >= at
-
-
-async def _stage(silo: Any, job_id: str, stage: str) -> bool:
-    status = await silo.client.get(job_id)
-    run = status.current_run
-    return run is not None and run.stage.value == stage
