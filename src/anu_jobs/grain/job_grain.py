@@ -133,6 +133,9 @@ class JobGrain(RunLifecycle, GrainLogic):
         # No write of this activation has been built, and no earlier holder of the lease
         # can have started an attempt unrecorded: the lease's claim arms a due attempt.
         self._claim_armed = False
+        # An attempt launched on the dot whose record is owed (see launch_due).
+        self._launch = None
+        self._prepared = None
         self._labels: dict[int, tuple[Trigger, str]] = {}
 
     # -- GrainLogic --------------------------------------------------------------------
@@ -184,6 +187,9 @@ class JobGrain(RunLifecycle, GrainLogic):
         if self.state is None or self.deleted or self.passive:
             return
         self._advance_and_save(False)
+        if self._launch is not None:  # launched, and this turn did not record it
+            launch, self._launch = self._launch, None
+            self._drop_launch(launch)
 
     def _advance_and_save(self, acked: bool) -> None:
         """Advance, then save what changed, unless nothing did or the only change is an
@@ -393,12 +399,14 @@ class JobGrain(RunLifecycle, GrainLogic):
             return
         st.armed = want
         self._arm_durable = False
+        self._prepared = None
         fut = self.host.save()
         if want is not None:
 
             def landed(f: Any) -> None:
                 if not f.cancelled() and f.exception() is None and st.armed is want:
                     self._arm_durable = True
+                    self._prepare_launch()
 
             fut.add_done_callback(landed)
 
@@ -451,6 +459,7 @@ class JobGrain(RunLifecycle, GrainLogic):
     def _control(self, body: dict[str, Any]) -> None:
         st = self.state
         assert st is not None
+        self._prepared = None  # a request may change what the armed attempt would see
         op = body.get("op")
         now, now_us = self._now()
         reason = body.get("reason")

@@ -6,8 +6,10 @@ the part of it that carries each run to its terminal stage.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import copy
+import logging
 from abc import ABC, abstractmethod
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -17,32 +19,42 @@ from anu_jobs._time import from_us, to_us
 from anu_jobs.clock import TimerHandle
 from anu_jobs.errors import InvalidParamsError, LeaseLostError, UnknownJobTypeError
 from anu_jobs.grain.attempt import AttemptRunner, Outcome, error_info
-from anu_jobs.grain.state import JobState, RunState
-from anu_jobs.grain.status import RunStage
+from anu_jobs.grain.state import JobState, RunState, run_id_for
+from anu_jobs.grain.status import JobStage, RunStage
 from anu_jobs.model import CancellationToken, ErrorInfo, Job, JobContext, load_params
 from anu_jobs.runtime.grain import GrainHost
+from anu_jobs.triggers import Trigger
+from anu_jobs.triggers._base import micros
 
 if TYPE_CHECKING:
     from anu_jobs.grain.job_grain import GrainOptions
 
 __all__ = ["MAX_INTERRUPTIONS", "RunLifecycle"]
 
+log = logging.getLogger("anu_jobs.grain")
+
 #: how many times a run may be cut off by a lost silo before it is failed
 MAX_INTERRUPTIONS = 5
 
 
 class _Hooks:
-    """``JobContext``'s progress and checkpoint calls, bound to one run."""
+    """``JobContext``'s progress and checkpoint calls, bound to one run (by its id: an
+    attempt launched on the dot gets its context before its run is recorded)."""
 
-    __slots__ = ("_grain", "_run")
+    __slots__ = ("_grain", "_run_id")
 
-    def __init__(self, grain: RunLifecycle, run: RunState) -> None:
+    def __init__(self, grain: RunLifecycle, run_id: str) -> None:
         self._grain = grain
-        self._run = run
+        self._run_id = run_id
+
+    def _run(self) -> RunState | None:
+        st = self._grain.state
+        run = st.run if st is not None else None
+        return run if run is not None and run.run_id == self._run_id else None
 
     async def report_progress(self, fraction: float, message: str | None) -> None:
-        grain, run = self._grain, self._run
-        if grain.state is not None and grain.state.run is run:
+        grain, run = self._grain, self._run()
+        if run is not None:
             run.progress = [fraction, message, to_us(grain.host.clock.now())]
             grain.touch(run)
             grain.host.save()
@@ -52,10 +64,36 @@ class _Hooks:
             check_json(data, "checkpoint")
         except JSONError as exc:
             raise InvalidParamsError(self._grain.job_type, str(exc)) from None
-        grain, run = self._grain, self._run
-        if grain.state is not None and grain.state.run is run:
+        grain, run = self._grain, self._run()
+        if run is not None:
             run.checkpoint = copy.deepcopy(data)  # the job may go on changing its own
             await grain.host.save()
+
+
+class _Launch:
+    """An attempt whose code was launched on the dot, ahead of the turn that records it
+    (``run`` is set by that turn)."""
+
+    __slots__ = ("at_us", "ctx", "fell_back", "last_us", "run", "run_id", "runner", "token")
+
+    def __init__(
+        self,
+        run_id: str,
+        at_us: int,
+        last_us: int,
+        ctx: JobContext,
+        runner: AttemptRunner,
+        token: CancellationToken,
+    ) -> None:
+        self.run_id = run_id
+        self.at_us = at_us
+        self.last_us = last_us  # the last moment it is on time (the misfire grace)
+        self.ctx = ctx
+        self.runner = runner
+        self.token = token
+        self.run: RunState | None = None
+        # No concurrency slot was free when its code was to start: it starts the usual way.
+        self.fell_back = False
 
 
 class RunLifecycle(ABC):
@@ -79,6 +117,14 @@ class RunLifecycle(ABC):
     _attempt_began: int | None
     _arm_durable: bool
     _claim_armed: bool
+    _cut_off: str | None
+    _launch: _Launch | None
+    _prepared: _Launch | None
+    passive: bool
+
+    @abstractmethod
+    def _label(self, trig: Trigger) -> str:
+        """A trigger's description, the label of its runs."""
 
     @abstractmethod
     def _advance(self) -> None:
@@ -113,6 +159,16 @@ class RunLifecycle(ABC):
         Not while the silo stops: the run stays on record as it is (scheduled, retrying,
         compensating) with its reminder due, and the next silo to take the job starts it.
         """
+        launch = self._launch
+        if launch is not None:
+            self._launch = None
+            if launch.fell_back:
+                pass  # its code never started: this start is the one
+            elif method == "execute" and run.run_id == launch.run_id and run.attempt == 0:
+                self._adopt(run, launch)
+                return
+            else:
+                self._drop_launch(launch)
         if not self.host.accepting:
             return
         runner = AttemptRunner(self.host.clock, self.options.executor)
@@ -190,39 +246,197 @@ class RunLifecycle(ABC):
                 self._claim_armed
                 or (self._arm_durable and armed is not None and armed[0] == run.run_id)
             ) and self.host.lease_fresh()
-            st.armed = None
-            self._arm_durable = False
-            run.attempt += 1
-            if run.started_at is None:
-                run.started_at = now_us
-            run.next_attempt_at = None
-            run.silo_id = self.host.silo_id
-            run.move(RunStage.RUNNING, now_us, f"attempt {run.attempt} on silo {self.host.silo_id}")
-            # Written by _attempt, and awaited before the job's code runs unless the attempt
-            # was armed: then its mark in the store stands for it until this lands.
-            self.touch(run)
+            self._record_begin(run, now_us)
         self._attempt_began = now_us
+        return fast, self._context(
+            run.run_id,
+            run.attempt,
+            run.trigger,
+            run.scheduled_for,
+            now,
+            token,
+            run.checkpoint,
+            ErrorInfo.from_json(run.error) if (method == "compensate" and run.error) else None,
+        )
+
+    def _record_begin(self, run: RunState, now_us: int) -> None:
+        """An attempt of ``execute`` begins: the armed mark has served its purpose."""
+        st = self.state
+        assert st is not None
+        st.armed = None
+        self._arm_durable = False
+        self._prepared = None
+        run.attempt += 1
+        if run.started_at is None:
+            run.started_at = now_us
+        run.next_attempt_at = None
+        run.silo_id = self.host.silo_id
+        run.move(RunStage.RUNNING, now_us, f"attempt {run.attempt} on silo {self.host.silo_id}")
+        # Written by _attempt, and awaited before the job's code runs unless the attempt
+        # was armed: then its mark in the store stands for it until this lands.
+        self.touch(run)
+
+    def _context(
+        self,
+        run_id: str,
+        attempt: int,
+        trigger: str,
+        scheduled_for: int,
+        now: datetime,
+        token: CancellationToken,
+        checkpoint: Any,
+        error: ErrorInfo | None,
+    ) -> JobContext:
+        st = self.state
+        assert st is not None
         # The job gets its own copies: the state's values are shared with writes in flight.
         params: Any = copy.deepcopy(st.params) if st.params else {}
         if self.cls is not None:
             with contextlib.suppress(InvalidParamsError):
                 params = load_params(self.cls, params)
-        return fast, JobContext(
+        return JobContext(
             job_id=self.job_id,
             job_type=self.job_type,
-            run_id=run.run_id,
-            attempt=run.attempt,
+            run_id=run_id,
+            attempt=attempt,
             params=params,
-            trigger=run.trigger,
-            scheduled_for=from_us(run.scheduled_for),
+            trigger=trigger,
+            scheduled_for=from_us(scheduled_for),
             started_at=now,
             cancellation=token,
-            hooks=_Hooks(self, run),
-            checkpoint=copy.deepcopy(run.checkpoint) if run.checkpoint is not None else None,
-            error=ErrorInfo.from_json(run.error)
-            if (method == "compensate" and run.error)
-            else None,
+            hooks=_Hooks(self, run_id),
+            checkpoint=copy.deepcopy(checkpoint) if checkpoint is not None else None,
+            error=error,
         )
+
+    # -- attempts launched on the dot -------------------------------------------------
+
+    def _prepare_launch(self) -> None:
+        """Once the armed mark is on record: make the attempt's context ahead of its time
+        if :meth:`launch_due` may launch it (see there), so that little is left to do then."""
+        self._prepared = None
+        st = self.state
+        if (
+            st is None
+            or st.armed is None
+            or st.run is not None
+            or st.pending
+            or st.stage is not JobStage.ACTIVE
+            or self.passive
+            or self.cls is None
+        ):
+            return
+        run_id, at_us = str(st.armed[0]), int(st.armed[1])
+        label = None
+        for i, nxt in enumerate(st.next):
+            if nxt == at_us:
+                label = self._label(st.triggers[i])
+                break
+        if label is None or run_id != run_id_for(self.job_id, from_us(at_us)):
+            return  # not a trigger's fire (a manual one, say): the usual way
+        token = CancellationToken()
+        ctx = self._context(run_id, 1, label, at_us, self.host.clock.now(), token, None, None)
+        runner = AttemptRunner(self.host.clock, self.options.executor)
+        self._prepared = _Launch(
+            run_id, at_us, at_us + micros(st.misfire.grace), ctx, runner, token
+        )
+
+    def launch_due(self) -> bool:
+        """Start the armed attempt's code now, ahead of the turn that records it, when
+        that turn is certain to record exactly this attempt: a trigger's fire on time, the
+        job active with nothing else in flight or queued, its armed mark on record and
+        the lease fresh (and, when its code is to start, a concurrency slot free; if none
+        is, it starts the usual way, waiting for one). The attempts due at one instant then
+        all start before any of them is recorded; each record follows within two passes of
+        the event loop, before any other turn of the grain (the host sees to that)."""
+        prep = self._prepared
+        st = self.state
+        if (
+            prep is None
+            or st is None
+            or st.armed is None
+            or st.armed[0] != prep.run_id
+            or not self._arm_durable
+            or self._task_run is not None
+            or self._launch is not None
+            or st.run is not None
+            or st.pending
+            or st.stage is not JobStage.ACTIVE
+            or self.deleted
+            or self._cut_off is not None
+        ):
+            return False
+        now_us = to_us(self.host.clock.now())
+        if not prep.at_us <= now_us <= prep.last_us:
+            return False  # not due yet, or missed: the misfire policy decides
+        if not (self.host.accepting and self.host.lease_fresh()):
+            return False
+        self._prepared = None
+        self._launch = prep
+        # Reachable by on_lost and on_shutdown from now on, recorded or not.
+        self._runner, self._token, self._cancel_reason = prep.runner, prep.token, None
+        self.host.spawn(self._launched(prep), f"{self.job_id}:execute")
+        return True
+
+    async def _launched(self, launch: _Launch) -> None:
+        cls = self.cls
+        assert cls is not None
+        if self.host.take_slot():
+            try:
+                outcome = await self._run_launched(launch, cls)
+            finally:
+                self.host.give_slot()
+        elif launch.run is None:
+            launch.fell_back = True  # its owed turn starts the attempt the usual way
+            return
+        else:
+            # Recorded already (a turn of the grain came first), so it runs: when it can.
+            async with self.host.run_slot():
+                outcome = await self._run_launched(launch, cls)
+        if launch.run is None:
+            # Not recorded yet: the attempts launched with it start before its record.
+            await asyncio.sleep(0)
+        self.host.turn(lambda: self._launch_done(launch, outcome))
+
+    async def _run_launched(self, launch: _Launch, cls: type[Job]) -> Outcome:
+        launch.ctx.started_at = self.host.clock.now()
+        return await launch.runner.run(cls, "execute", launch.ctx, launch.token, cls.timeout)
+
+    def _adopt(self, run: RunState, launch: _Launch) -> None:
+        """The turn owed to a launched attempt: record it as this run's first attempt."""
+        launch.run = run
+        self._runner, self._token, self._task_run = launch.runner, launch.token, run
+        started = launch.ctx.started_at
+        began = to_us(started)
+        self._record_begin(run, began)
+        self._attempt_began = began
+        self.host.save()  # the armed mark stood for it until this lands
+        if self.options.events is not None:
+            lateness = started - launch.ctx.scheduled_for
+            self.options.events.attempt_started(
+                self.job_type, self.job_id, run.run_id, "execute", 1, lateness.total_seconds()
+            )
+
+    def _drop_launch(self, launch: _Launch) -> None:
+        """A launched attempt that its turn does not record (it cannot happen while
+        :meth:`launch_due` checks what that turn does): stop it, loudly."""
+        log.error(
+            "job %s: run %s was launched on the dot but its turn did not record it; cancelling it",
+            self.job_id,
+            launch.run_id,
+        )
+        launch.token.cancel("not recorded")
+        launch.runner.interrupt("cancelled")
+        if self._runner is launch.runner:
+            self._abandon()
+
+    def _launch_done(self, launch: _Launch, outcome: Outcome) -> None:
+        if launch.run is None:
+            # Never recorded: the lease went (or the turn dropped it) before its turn.
+            if self._runner is launch.runner:
+                self._abandon()
+            return
+        self._attempt_done(launch.run, "execute", outcome)
 
     def _attempt_done(self, run: RunState, method: str, outcome: Outcome) -> None:
         self._task_run = self._runner = self._token = None

@@ -60,6 +60,8 @@ class Activation(GrainHost):
         self._in_flight_waiters: list[asyncio.Future[None]] = []
         self._acks: list[int] = []
         self._queued = False
+        # An attempt was launched on the dot: the wake-up turn that records it is owed.
+        self._owed_wake = False
         self.tasks: set[asyncio.Task[None]] = set()
         self.logic: GrainLogic = factory(self, envelope)
 
@@ -106,10 +108,19 @@ class Activation(GrainHost):
     def run_slot(self) -> AbstractAsyncContextManager[None]:
         return self.runtime.slots
 
+    def take_slot(self) -> bool:
+        return self.runtime.slots.try_take()
+
+    def give_slot(self) -> None:
+        self.runtime.slots.give()
+
     def turn(self, fn: Callable[[], None]) -> None:
         if not self.alive:
             return
         try:
+            if self._owed_wake:
+                self._owed_wake = False
+                self.logic.on_wake()  # first, the record of the attempt it launched
             fn()
         except Exception:
             log.exception("job %s: a turn of its grain failed", self.job_id)
@@ -131,7 +142,17 @@ class Activation(GrainHost):
     def _on_timer(self) -> None:
         self._timer = None
         self._timer_at = None
+        if self.alive and not self._owed_wake and self.logic.launch_due():
+            # Its code starts with the others due now; the turn that records it follows.
+            self._owed_wake = True
+            self.runtime.settle_soon(self)
+            return
         self.turn(self.logic.on_wake)
+
+    def settle(self) -> None:
+        """Run the wake-up turn owed since an attempt was launched, if still owed."""
+        if self._owed_wake:
+            self.turn(_nothing)
 
     def after_turn(self) -> None:
         """Re-arm the timer; collect the activation when it has nothing to do soon."""
@@ -249,6 +270,10 @@ class Activation(GrainHost):
     _carry_finished: tuple[str, ...] = ()
     _carry_runs: tuple[RunRecord, ...] = ()
     _in_flight_acks: tuple[int, ...] = ()
+
+
+def _nothing() -> None:
+    return None
 
 
 class _Closed(GrainLogic):

@@ -66,6 +66,15 @@ class GrainHost(ABC):
     def run_slot(self) -> AbstractAsyncContextManager[None]:
         """Hold one of the silo's concurrency slots while an attempt runs."""
 
+    def take_slot(self) -> bool:
+        """Take one of the silo's concurrency slots now if one is free (give it back
+        with :meth:`give_slot`)."""
+        return False
+
+    def give_slot(self) -> None:
+        """Give back a slot taken with :meth:`take_slot`."""
+        raise RuntimeError("this host has no slots to give back")
+
     def lease_fresh(self) -> bool:
         """Whether the lease is certainly held now and for a while yet, so that an
         attempt put on record ahead of time may start before its next write lands."""
@@ -113,6 +122,12 @@ class GrainLogic(ABC):
     @abstractmethod
     def on_shutdown(self) -> None:
         """The silo is stopping: interrupt running work so that it is retried later."""
+
+    def launch_due(self) -> bool:
+        """The wake-up time came: start what is due at once, ahead of the turn that
+        records it, if the grain can (its record is owed: the host runs :meth:`on_wake`
+        before any other turn of the grain). True if it did."""
+        return False
 
 
 GrainFactory = Callable[[GrainHost, StateEnvelope], GrainLogic]

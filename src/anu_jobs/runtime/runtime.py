@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import os
 import socket
@@ -62,16 +63,42 @@ class RuntimeOptions:
 
 
 class _Slots:
-    """The silo's concurrency limit as an async context manager."""
+    """The silo's concurrency limit: an async context manager, and a slot taken at once
+    or not at all (:meth:`try_take`, for an attempt launched on the dot). A slot given
+    back goes to the longest waiter first."""
 
     def __init__(self, n: int) -> None:
-        self._sem = asyncio.Semaphore(n)
+        self._free = n
+        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+
+    def try_take(self) -> bool:
+        if self._free > 0 and not self._waiters:
+            self._free -= 1
+            return True
+        return False
+
+    def give(self) -> None:
+        while self._waiters:
+            fut = self._waiters.popleft()
+            if not fut.done():
+                fut.set_result(None)  # the slot passes to it
+                return
+        self._free += 1
 
     async def __aenter__(self) -> None:
-        await self._sem.acquire()
+        if self.try_take():
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(fut)
+        try:
+            await fut
+        except asyncio.CancelledError:
+            if fut.done() and not fut.cancelled():
+                self.give()  # handed a slot, but cancelled before it could use it
+            raise
 
     async def __aexit__(self, *exc: object) -> None:
-        self._sem.release()
+        self.give()
 
 
 class SiloRuntime:
@@ -118,6 +145,8 @@ class SiloRuntime:
         self._remove_listener: Callable[[], None] | None = None
         self.fatal: BaseException | None = None
         self.claimed = 0
+        # Activations that launched an attempt on the dot and still owe its record.
+        self._owing: list[Activation] = []
 
     @property
     def claiming(self) -> bool:
@@ -238,6 +267,20 @@ class SiloRuntime:
             now - confirmed < opts.lease_ttl.total_seconds() / 2
             and now - alive < opts.dead_after.total_seconds() / 2
         )
+
+    def settle_soon(self, act: Activation) -> None:
+        """``act`` launched an attempt's code ahead of the turn that records it: run that
+        turn once every attempt launched at this instant has started (two passes of the
+        loop later: the launches' tasks take their first step in between)."""
+        self._owing.append(act)
+        if len(self._owing) == 1:
+            loop = asyncio.get_running_loop()
+            loop.call_soon(loop.call_soon, self._settle_owing)
+
+    def _settle_owing(self) -> None:
+        owing, self._owing = self._owing, []
+        for act in owing:
+            act.settle()
 
     def note_busy(self, act: Activation, busy: bool) -> None:
         if busy:

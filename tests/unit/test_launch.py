@@ -1,0 +1,205 @@
+"""Attempts launched on the dot: when an armed attempt's time comes, its code starts at
+once and the turn that records it follows, so that the attempts due at one instant all
+start before any of them is recorded (1,000 fires at one instant cost each other the
+recording of the others otherwise). The record is the same as an attempt started the
+usual way, and no other request to the grain comes between the launch and its record."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timedelta
+from typing import Any
+
+from anu_jobs import Job, JobContext, Once, RunStage, SiloBuilder
+from anu_jobs.grain.state import run_id_for
+from anu_jobs.testing import FakeClock
+from tests.conftest import SiloFactory, eventually, settle
+
+
+class Together(Job):
+    """Notes, as its code starts, how many of the jobs' runs are recorded in memory."""
+
+    silo: Any = None
+    seen: list[tuple[str, int]] = []
+
+    async def execute(self, ctx: JobContext) -> None:
+        acts = Together.silo.runtime.activations.values()
+        recorded = sum(
+            1 for act in acts if act.logic.state is not None and act.logic.state.run is not None
+        )
+        Together.seen.append((ctx.job_id, recorded))
+
+
+class Waits(Job):
+    """Runs until its run is cancelled; notes its context."""
+
+    contexts: list[JobContext] = []
+
+    async def execute(self, ctx: JobContext) -> None:
+        Waits.contexts.append(ctx)
+        await ctx.cancellation.wait()
+        ctx.cancellation.raise_if_cancelled()
+
+
+class Holds(Job):
+    release: asyncio.Event | None = None
+
+    async def execute(self, ctx: JobContext) -> None:
+        assert Holds.release is not None
+        await Holds.release.wait()
+
+
+class Echo(Job):
+    params_seen: list[Any] = []
+
+    async def execute(self, ctx: JobContext) -> None:
+        Echo.params_seen.append(ctx.params)
+
+
+def setup_function() -> None:
+    Together.seen = []
+    Waits.contexts = []
+    Echo.params_seen = []
+
+
+async def _armed(silo: Any, job_ids: list[str]) -> None:
+    """Wait until every job's armed mark is in the store, and the silo knows it landed."""
+
+    async def all_armed() -> bool:
+        for job_id in job_ids:
+            env = await silo.storage.read_state(job_id)
+            if env is None or not env.state.get("armed"):
+                return False
+        return True
+
+    await eventually(all_armed, "the attempts to be armed in the store")
+    await settle()
+
+
+async def test_attempts_due_at_one_instant_all_start_before_any_is_recorded(
+    make_silo: SiloFactory, clock: FakeClock
+) -> None:
+    ids = [f"t{i}" for i in range(20)]
+    async with make_silo(Together) as silo:
+        Together.silo = silo
+        at = clock.now() + timedelta(milliseconds=300)
+        for job_id in ids:
+            await silo.client.schedule(Together, job_id=job_id, trigger=Once(at=at))
+        await _armed(silo, ids)
+        await clock.advance(0.3)
+        await eventually(lambda: len(Together.seen) == len(ids), "every job to start")
+        # Each job's code started while no run of the twenty was recorded yet.
+        assert sorted(Together.seen) == sorted((job_id, 0) for job_id in ids)
+        for job_id in ids:
+            run = await silo.client.wait(job_id, timeout=5)
+            assert run.stage is RunStage.COMPLETED and run.attempt == 1
+            assert run.run_id == run_id_for(job_id, at)
+            assert run.started_at == at
+            assert [(t.stage, t.at) for t in run.transitions][:2] == [
+                (RunStage.SCHEDULED, at),
+                (RunStage.RUNNING, at),
+            ]
+            env = await silo.storage.read_state(job_id)
+            assert env is not None and "armed" not in env.state
+
+
+async def test_a_launched_attempt_is_recorded_running_and_can_be_cancelled(
+    make_silo: SiloFactory, clock: FakeClock
+) -> None:
+    async with make_silo(Waits) as silo:
+        at = clock.now() + timedelta(milliseconds=300)
+        await silo.client.schedule(Waits, job_id="w", trigger=Once(at=at))
+        await _armed(silo, ["w"])
+        await clock.advance(0.3)
+        await eventually(lambda: Waits.contexts, "the job's code to start")
+
+        async def running() -> Any:
+            status = await silo.client.get("w")
+            run = status.current_run
+            return run is not None and run.stage is RunStage.RUNNING and run
+
+        run = await eventually(running, "the attempt to be recorded running")
+        assert run.attempt == 1 and run.started_at == at
+        [ctx] = Waits.contexts
+        assert (ctx.run_id, ctx.attempt, ctx.scheduled_for, ctx.started_at) == (
+            run.run_id,
+            1,
+            at,
+            at,
+        )
+        await silo.client.cancel("w", reason="enough")
+        done = await silo.client.wait("w", timeout=5)
+        assert done.stage is RunStage.CANCELLED and done.attempt == 1
+        assert ctx.cancellation.is_cancelled
+
+
+async def test_with_no_slot_free_at_its_time_the_attempt_starts_the_usual_way(
+    make_silo: SiloFactory, clock: FakeClock
+) -> None:
+    Holds.release = asyncio.Event()
+
+    def one_slot(builder: SiloBuilder) -> SiloBuilder:
+        return builder.use_concurrency(1)
+
+    async with make_silo(Holds, Echo, configure=one_slot) as silo:
+        await silo.client.schedule(Holds, job_id="hold", trigger=Once(at=clock.now()))
+        await eventually(lambda: "hold" in silo.runtime._busy, "the hold to run")
+        at = clock.now() + timedelta(milliseconds=300)
+        await silo.client.schedule(Echo, job_id="e", trigger=Once(at=at), params={"n": 1})
+        await _armed(silo, ["e"])
+        await clock.advance(0.3)
+        await settle()
+        assert Echo.params_seen == []  # waiting for the slot, not started
+        Holds.release.set()
+        run = await silo.client.wait("e", timeout=5)
+    assert Echo.params_seen == [{"n": 1}]
+    assert run.stage is RunStage.COMPLETED and run.attempt == 1
+    assert [t.stage for t in run.transitions] == [
+        RunStage.SCHEDULED,
+        RunStage.RUNNING,
+        RunStage.COMPLETED,
+    ]
+
+
+async def test_params_replaced_after_the_arm_are_the_ones_the_attempt_sees(
+    make_silo: SiloFactory, clock: FakeClock
+) -> None:
+    async with make_silo(Echo) as silo:
+        at = clock.now() + timedelta(milliseconds=300)
+        await silo.client.schedule(Echo, job_id="e", trigger=Once(at=at), params={"n": 1})
+        await _armed(silo, ["e"])
+        await silo.client.schedule(
+            Echo, job_id="e", trigger=Once(at=at), params={"n": 2}, replace=True
+        )
+        await _armed(silo, ["e"])
+        await clock.advance(0.3)
+        run = await silo.client.wait("e", timeout=5)
+    assert Echo.params_seen == [{"n": 2}]
+    assert run.stage is RunStage.COMPLETED and run.attempt == 1
+
+
+async def test_a_silo_stopping_as_it_launches_records_the_attempt_interrupted(
+    make_silo: SiloFactory, clock: FakeClock, store_url: str
+) -> None:
+    at: datetime
+    async with make_silo(Waits) as silo:
+        at = clock.now() + timedelta(milliseconds=300)
+        await silo.client.schedule(Waits, job_id="w", trigger=Once(at=at))
+        await _armed(silo, ["w"])
+        await clock.advance(0.3)
+        await eventually(lambda: Waits.contexts, "the job's code to start")
+    # The silo stopped with the attempt running: on record as interrupted, to run again.
+    async with make_silo(Waits) as again:
+        status = await again.client.get("w")
+        assert status.current_run is not None
+        first = status.current_run.transitions
+        assert [t.stage for t in first[:2]] == [RunStage.SCHEDULED, RunStage.RUNNING]
+        assert first[1].at == at
+        assert any(
+            t.stage is RunStage.RETRYING and "interrupted" in (t.reason or "") for t in first
+        )
+        await eventually(lambda: len(Waits.contexts) == 2, "the run to start again")
+        assert Waits.contexts[1].attempt == 2
+        await again.client.cancel("w")
+        run = await again.client.wait("w", timeout=5)
+    assert run.stage is RunStage.CANCELLED
