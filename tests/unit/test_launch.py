@@ -203,3 +203,48 @@ async def test_a_silo_stopping_as_it_launches_records_the_attempt_interrupted(
         await again.client.cancel("w")
         run = await again.client.wait("w", timeout=5)
     assert run.stage is RunStage.CANCELLED
+
+
+async def test_the_silos_slots_are_taken_at_once_or_waited_for_in_order() -> None:
+    from anu_jobs.runtime.runtime import _Slots
+
+    slots = _Slots(1)
+    assert slots.try_take() and not slots.try_take()
+    order: list[str] = []
+
+    async def wait_for_one(name: str) -> None:
+        async with slots:
+            order.append(name)
+
+    first = asyncio.create_task(wait_for_one("first"))
+    cancelled = asyncio.create_task(wait_for_one("cancelled"))
+    second = asyncio.create_task(wait_for_one("second"))
+    await settle()
+    cancelled.cancel()
+    await settle()
+    assert order == [] and not slots.try_take()  # all waiting behind the taken slot
+    slots.give()
+    await asyncio.gather(first, second)
+    assert order == ["first", "second"] and cancelled.cancelled()
+    assert slots.try_take() and not slots.try_take()  # one slot, given back once
+
+
+async def test_a_slot_handed_to_a_waiter_cancelled_before_it_ran_passes_on() -> None:
+    from anu_jobs.runtime.runtime import _Slots
+
+    slots = _Slots(1)
+    assert slots.try_take()
+    got: list[str] = []
+
+    async def wait_for_one(name: str) -> None:
+        async with slots:
+            got.append(name)
+
+    handed = asyncio.create_task(wait_for_one("handed"))
+    after = asyncio.create_task(wait_for_one("after"))
+    await settle()
+    slots.give()  # to `handed`, which is cancelled before it can run
+    handed.cancel()
+    await asyncio.gather(handed, after, return_exceptions=True)
+    assert got == ["after"] and handed.cancelled()
+    assert slots.try_take() and not slots.try_take()

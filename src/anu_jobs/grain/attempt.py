@@ -92,7 +92,7 @@ class AttemptRunner:
         fn: Callable[..., Any] = getattr(job, method)
         loop = asyncio.get_running_loop()
         if cls.is_async(method):
-            return await self._run_here(fn, ctx, token, timeout)
+            return await self.run_async(fn, ctx, token, timeout)
         user = loop.run_in_executor(self._executor, fn, ctx)
         self._user = user
         timed_out = overdue = False
@@ -139,14 +139,15 @@ class AttemptRunner:
             return Outcome("cancelled")
         return Outcome("error", error_info(exc))
 
-    async def _run_here(
+    async def run_async(
         self,
         fn: Callable[..., Any],
         ctx: JobContext,
         token: CancellationToken,
         timeout: timedelta | None,
     ) -> Outcome:
-        """An async job's code runs in the attempt's own task, not one of its own (a task
+        """Run an async job's bound method (``execute`` or ``compensate``) and classify how
+        it ended. The job's code runs in the attempt's own task, not one of its own (a task
         and a turn of the loop less per attempt). A deadline or :meth:`interrupt` cancels
         that task while, and only while, the job's code runs."""
         if self._why is not None:  # interrupted before it began

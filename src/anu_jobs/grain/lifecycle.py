@@ -11,6 +11,7 @@ import contextlib
 import copy
 import logging
 from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -74,7 +75,18 @@ class _Launch:
     """An attempt whose code was launched on the dot, ahead of the turn that records it
     (``run`` is set by that turn)."""
 
-    __slots__ = ("at_us", "ctx", "fell_back", "last_us", "run", "run_id", "runner", "token")
+    __slots__ = (
+        "at_us",
+        "ctx",
+        "fell_back",
+        "fn",
+        "last_us",
+        "name",
+        "run",
+        "run_id",
+        "runner",
+        "token",
+    )
 
     def __init__(
         self,
@@ -88,6 +100,9 @@ class _Launch:
         self.run_id = run_id
         self.at_us = at_us
         self.last_us = last_us  # the last moment it is on time (the misfire grace)
+        self.name = f"{ctx.job_id}:execute"  # its task's
+        # An async job's ``execute``, bound to a fresh instance (None: a plain ``def``).
+        self.fn: Callable[[JobContext], Awaitable[None]] | None = None
         self.ctx = ctx
         self.runner = runner
         self.token = token
@@ -337,9 +352,10 @@ class RunLifecycle(ABC):
         token = CancellationToken()
         ctx = self._context(run_id, 1, label, at_us, self.host.clock.now(), token, None, None)
         runner = AttemptRunner(self.host.clock, self.options.executor)
-        self._prepared = _Launch(
-            run_id, at_us, at_us + micros(st.misfire.grace), ctx, runner, token
-        )
+        prep = _Launch(run_id, at_us, at_us + micros(st.misfire.grace), ctx, runner, token)
+        if self.cls.is_async("execute"):
+            prep.fn = self.cls().execute
+        self._prepared = prep
 
     def launch_due(self) -> bool:
         """Start the armed attempt's code now, ahead of the turn that records it, when
@@ -375,7 +391,7 @@ class RunLifecycle(ABC):
         self._launch = prep
         # Reachable by on_lost and on_shutdown from now on, recorded or not.
         self._runner, self._token, self._cancel_reason = prep.runner, prep.token, None
-        self.host.spawn(self._launched(prep), f"{self.job_id}:execute")
+        self.host.spawn(self._launched(prep), prep.name)
         return True
 
     async def _launched(self, launch: _Launch) -> None:
@@ -400,6 +416,8 @@ class RunLifecycle(ABC):
 
     async def _run_launched(self, launch: _Launch, cls: type[Job]) -> Outcome:
         launch.ctx.started_at = self.host.clock.now()
+        if launch.fn is not None:
+            return await launch.runner.run_async(launch.fn, launch.ctx, launch.token, cls.timeout)
         return await launch.runner.run(cls, "execute", launch.ctx, launch.token, cls.timeout)
 
     def _adopt(self, run: RunState, launch: _Launch) -> None:

@@ -132,6 +132,9 @@ class SiloRuntime:
         self._busy: set[str] = set()
         # clock.monotonic() when the last heartbeat the store accepted was sent
         self._alive_at: float | None = None
+        # How long a confirmed lease, and an accepted heartbeat, count as fresh (seconds).
+        self._fresh_lease = self.options.lease_ttl.total_seconds() / 2
+        self._fresh_alive = self.options.dead_after.total_seconds() / 2
         self.writer = WriteBatcher(storage)
         self.slots = _Slots(self.options.max_concurrency)
         self._wake = asyncio.Event()
@@ -262,11 +265,8 @@ class SiloRuntime:
         alive = self._alive_at
         if confirmed is None or alive is None:
             return False
-        now, opts = self.clock.monotonic(), self.options
-        return (
-            now - confirmed < opts.lease_ttl.total_seconds() / 2
-            and now - alive < opts.dead_after.total_seconds() / 2
-        )
+        now = self.clock.monotonic()
+        return now - confirmed < self._fresh_lease and now - alive < self._fresh_alive
 
     def settle_soon(self, act: Activation) -> None:
         """``act`` launched an attempt's code ahead of the turn that records it: run that
