@@ -7,10 +7,11 @@ usual way, and no other request to the grain comes between the launch and its re
 from __future__ import annotations
 
 import asyncio
+import threading
 from datetime import datetime, timedelta
 from typing import Any
 
-from anu_jobs import Job, JobContext, Once, RunStage, SiloBuilder
+from anu_jobs import Job, JobContext, Once, RetryPolicy, RunStage, SiloBuilder
 from anu_jobs.grain.state import run_id_for
 from anu_jobs.testing import FakeClock
 from tests.conftest import SiloFactory, eventually, settle
@@ -248,3 +249,59 @@ async def test_a_slot_handed_to_a_waiter_cancelled_before_it_ran_passes_on() -> 
     await asyncio.gather(handed, after, return_exceptions=True)
     assert got == ["after"] and handed.cancelled()
     assert slots.try_take() and not slots.try_take()
+
+
+class FailsOnce(Job):
+    retry = RetryPolicy(max_retries=2, initial_delay=timedelta(seconds=1))
+    attempts: list[int] = []
+
+    async def execute(self, ctx: JobContext) -> None:
+        FailsOnce.attempts.append(ctx.attempt)
+        if ctx.attempt == 1:
+            raise RuntimeError("first attempt fails")
+
+
+class Blocking(Job):
+    """A plain ``def`` job: it runs in the silo's executor."""
+
+    threads: list[str] = []
+
+    def execute(self, ctx: JobContext) -> None:
+        Blocking.threads.append(threading.current_thread().name)
+
+
+async def test_a_launched_attempt_that_fails_is_retried_the_usual_way(
+    make_silo: SiloFactory, clock: FakeClock
+) -> None:
+    FailsOnce.attempts = []
+    async with make_silo(FailsOnce) as silo:
+        at = clock.now() + timedelta(milliseconds=300)
+        await silo.client.schedule(FailsOnce, job_id="f", trigger=Once(at=at))
+        await _armed(silo, ["f"])
+        await clock.advance(0.3)
+        await eventually(lambda: FailsOnce.attempts == [1], "the first attempt")
+        await eventually(lambda: _stage_of(silo, "f") == "retrying", "the retry to be planned")
+        await clock.advance(1)
+        run = await silo.client.wait("f", timeout=5)
+    assert FailsOnce.attempts == [1, 2]
+    assert run.stage is RunStage.COMPLETED and run.attempt == 2 and run.started_at == at
+
+
+async def test_a_plain_def_job_is_launched_on_the_dot_in_the_executor(
+    make_silo: SiloFactory, clock: FakeClock
+) -> None:
+    Blocking.threads = []
+    async with make_silo(Blocking) as silo:
+        at = clock.now() + timedelta(milliseconds=300)
+        await silo.client.schedule(Blocking, job_id="b", trigger=Once(at=at))
+        await _armed(silo, ["b"])
+        await clock.advance(0.3)
+        run = await silo.client.wait("b", timeout=5)
+    assert len(Blocking.threads) == 1 and Blocking.threads[0] != "MainThread"
+    assert run.stage is RunStage.COMPLETED and run.attempt == 1 and run.started_at == at
+
+
+def _stage_of(silo: Any, job_id: str) -> str | None:
+    act = silo.runtime.activations.get(job_id)
+    st = act.logic.state if act is not None else None
+    return st.run.stage.value if st is not None and st.run is not None else None
