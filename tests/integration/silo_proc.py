@@ -68,6 +68,7 @@ def build(store: str, lease_ttl: float = 2.0, dead_after: float = 1.0) -> SiloBu
             dead_after=timedelta(seconds=dead_after),
             heartbeat=timedelta(seconds=min(1.0, dead_after / 2)),
             drain_timeout=1.0,
+            poll_interval=timedelta(seconds=float(os.environ.get("ANU_TEST_POLL_SECONDS", "1"))),
         )
     )
 

@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -22,11 +23,15 @@ pytestmark = pytest.mark.slow
 
 
 class SiloProcess:
-    def __init__(self, db: Path, markers: Path, concurrency: int = 100) -> None:
+    def __init__(self, db: Path, markers: Path, concurrency: int = 100, poll: float = 1.0) -> None:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "tests.integration.silo_proc", str(db), str(markers)],
             cwd=ROOT,
-            env={**os.environ, "ANU_TEST_CONCURRENCY": str(concurrency)},
+            env={
+                **os.environ,
+                "ANU_TEST_CONCURRENCY": str(concurrency),
+                "ANU_TEST_POLL_SECONDS": str(poll),
+            },
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
         )
@@ -186,3 +191,49 @@ async def test_runs_waiting_for_a_slot_survive_sigkill(
             assert run.stage is RunStage.COMPLETED
         assert (await client.wait("long", timeout=20)).attempt == 2
         procs[1].terminate()
+
+
+async def _eventually(predicate: Any, what: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+async def test_another_processs_schedule_and_cancel_reach_the_silo_without_a_poll(
+    tmp_path: Path, procs: list[SiloProcess]
+) -> None:
+    """The silo polls once a minute here: only its watch of the file can tell it that a
+    job was scheduled, or a cancel posted, by another process."""
+    db = tmp_path / "jobs.db"
+    procs.append(SiloProcess(db, tmp_path, poll=60.0))
+    async with JobClient.connect(f"sqlite:///{db}", jobs=[Record, WaitsForCancel]) as client:
+        silos: list[Any] = []
+
+        async def joined() -> bool:
+            silos[:] = await client.silos()
+            return bool(silos)
+
+        deadline = time.monotonic() + 20
+        while not await joined():
+            assert time.monotonic() < deadline, "the silo did not join"
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.5)  # its first claims are done: it sleeps for the poll now
+
+        await client.schedule(Record, job_id="now", trigger=Once(delay=timedelta(0)))
+        record = tmp_path / "record.log"
+        await _eventually(
+            lambda: any(line.startswith("now ") for line in lines(record)), "the job to run"
+        )
+
+        await client.schedule(WaitsForCancel, job_id="w", trigger=Once(delay=timedelta(0)))
+        log = tmp_path / "cancel.log"
+        await _eventually(lambda: any("start" in line for line in lines(log)), "w to start")
+        await client.cancel("w", reason="from another process")
+        await _eventually(
+            lambda: any("cancelled=True" in line for line in lines(log)), "the cancel to land"
+        )
+        run = await client.wait("w", timeout=10)
+    assert run.stage is RunStage.CANCELLED
+    procs[0].terminate()

@@ -563,7 +563,7 @@ class JobClient:
                 left = deadline - loop.time()
                 if left <= 0:
                     raise WaitTimeoutError(job_id, run_id, timeout)
-                # Notices wake this at once in-process; the poll covers other processes.
+                # Notices wake this at once; the poll covers notices lost meanwhile.
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(event.wait(), min(left, 0.25))
         finally:
@@ -575,6 +575,10 @@ class JobClient:
         if notice.kind == "run" and notice.job_id is not None:
             for event in self._run_events.get(notice.job_id, ()):
                 event.set()
+        elif notice.kind == "changed":
+            for events in self._run_events.values():
+                for event in events:
+                    event.set()
 
 
 def _current_or_next_run(env: StateEnvelope) -> str | None:

@@ -341,6 +341,10 @@ class SiloRuntime:
                 self._control_poke.set()
             else:
                 self._wake.set()
+        elif notice.kind == "changed":
+            self._wake.set()
+            if self.activations:
+                self._control_poke.set()
 
     _next_wake: datetime | None = None
 

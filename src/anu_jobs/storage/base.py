@@ -62,7 +62,7 @@ __all__ = [
 ]
 
 SiloStatus = Literal["active", "stopping", "stopped", "dead"]
-NoticeKind = Literal["due", "control", "run"]
+NoticeKind = Literal["due", "control", "run", "changed"]
 
 
 #: The key of the document a provider gives as the state of a row whose stored text is
@@ -202,7 +202,9 @@ class JobQuery:
 @dataclass(frozen=True, slots=True)
 class Notice:
     """A wake-up between processes. ``due``: a reminder was set or moved earlier;
-    ``control``: a message was posted; ``run``: a run of ``job_id`` reached a terminal stage."""
+    ``control``: a message was posted; ``run``: a run of ``job_id`` reached a terminal
+    stage; ``changed``: another process changed the store, in ways the store cannot tell
+    (SQLite): anything above may have happened."""
 
     kind: NoticeKind
     job_id: str | None = None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sqlite3
 import threading
@@ -52,8 +53,8 @@ R = TypeVar("R")
 _SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
 
 # One hub per database file in this process, so that every SqliteStorage on a file
-# hears the others' notices. Another process cannot hear them: SQLite has no channel
-# between processes, so consumers there fall back to polling.
+# hears the others' notices. SQLite has no channel between processes: each open store
+# watches the file for other connections' commits instead (see SqliteStorage._watch).
 _HUBS: dict[str, NoticeHub] = {}
 _HUBS_LOCK = threading.Lock()
 
@@ -66,6 +67,9 @@ def _hub_for(path: str) -> NoticeHub:
 
 _MICRO = timedelta(microseconds=1)
 
+#: how often an open store looks for commits of other processes (seconds)
+_WATCH_PERIOD = 0.2
+
 
 class SqliteStorage(Storage):
     """A store in one SQLite file (``sqlite:///relative.db``, ``sqlite:////abs/path.db``).
@@ -77,8 +81,10 @@ class SqliteStorage(Storage):
     ``?synchronous=NORMAL`` to trade that for speed) and a busy timeout, so several
     processes (a silo, a CLI client) can use one file: their writes take turns.
 
-    Notices reach every listener of the same file in this process only; other
-    processes learn of new work by polling.
+    Notices reach every listener of the same file in this process. Another process's
+    commits are seen within 200 ms (``PRAGMA data_version`` is read that often) and
+    announced as a ``changed`` notice: a silo then looks for new work and requests, and a
+    client waiting for a run looks again.
 
     Store time (lease expiries, heartbeats) is ``clock``'s, the system clock unless given:
     the silo's clock, which a silo passes through :func:`~anu_jobs.storage.open_storage`.
@@ -107,6 +113,7 @@ class SqliteStorage(Storage):
         self._hub = _hub_for(self._path)
         self._conn: sqlite3.Connection | None = None
         self._executor: ThreadPoolExecutor | None = None
+        self._watcher: asyncio.Task[None] | None = None
 
     @classmethod
     def from_url(cls, url: str, *, clock: Clock | None = None) -> SqliteStorage:
@@ -148,6 +155,55 @@ class SqliteStorage(Storage):
             executor.shutdown(wait=True)  # its one thread is idle: this returns at once
             raise
         self._executor = executor
+        self._watcher = asyncio.get_running_loop().create_task(
+            self._watch(), name=f"anu-jobs-sqlite-watch {self._path}"
+        )
+
+    async def _watch(self) -> None:
+        """Announce commits of other processes to this file's listeners.
+
+        ``PRAGMA data_version`` changes exactly when another connection has committed
+        since it was last read on the same connection, and reading it touches no table
+        (a few microseconds). A connection of its own, read on the event loop, sees every
+        commit; only when it saw one does the store's connection (on the store's thread)
+        tell whether another process made it. An idle store so costs a timer 5 times a
+        second. The period is real time, not the store's clock: it only ever causes a look.
+        """
+        conn, executor = self._conn, self._executor
+        if conn is None or executor is None:
+            return
+        loop = asyncio.get_running_loop()
+
+        def main_version() -> int:
+            return int(conn.execute("PRAGMA data_version").fetchone()[0])
+
+        try:
+            watch = await loop.run_in_executor(executor, self._watch_connection)
+        except (sqlite3.Error, RuntimeError):
+            return  # no watch: other processes' work is found by the silo's poll
+        try:
+            seen = _data_version(watch)
+            main_seen = await loop.run_in_executor(executor, main_version)
+            while True:
+                await asyncio.sleep(_WATCH_PERIOD)
+                now = _data_version(watch)
+                if now == seen:
+                    continue
+                seen = now
+                mine = await loop.run_in_executor(executor, main_version)
+                if mine != main_seen:  # not (only) this store's own commits
+                    main_seen = mine
+                    self._hub.publish((Notice("changed"),))
+        except (sqlite3.Error, RuntimeError):
+            return  # closing, or the file went away: the poll remains
+        finally:
+            watch.close()
+
+    def _watch_connection(self) -> sqlite3.Connection:
+        # Read on the event loop's thread, made on the store's: never used by two at once.
+        return sqlite3.connect(
+            self._path, timeout=self._busy_timeout, isolation_level=None, check_same_thread=False
+        )
 
     def _connect(self) -> sqlite3.Connection:
         # sqlite3 would create a missing file but not its directory; say so plainly.
@@ -188,8 +244,12 @@ class SqliteStorage(Storage):
         return conn
 
     async def close(self) -> None:
-        conn, executor = self._conn, self._executor
-        self._conn = self._executor = None
+        conn, executor, watcher = self._conn, self._executor, self._watcher
+        self._conn = self._executor = self._watcher = None
+        if watcher is not None:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
         if executor is None:
             return
         try:
@@ -380,6 +440,10 @@ class SqliteStorage(Storage):
 
     def add_listener(self, listener: NoticeListener) -> Callable[[], None]:
         return self._hub.add(listener)
+
+
+def _data_version(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("PRAGMA data_version").fetchone()[0])
 
 
 def _probe_write(conn: sqlite3.Connection) -> None:
