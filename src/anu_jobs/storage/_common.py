@@ -18,6 +18,7 @@ from anu_jobs._time import from_us, from_us_opt, to_us, to_us_opt
 from anu_jobs.storage.base import (
     UNREADABLE,
     ControlMessage,
+    NewJob,
     Notice,
     NoticeListener,
     RunRecord,
@@ -34,6 +35,7 @@ __all__ = [
     "TERMINAL_RUN_STAGES",
     "ControlRow",
     "JobRow",
+    "NewJobRow",
     "NoticeHub",
     "RunRow",
     "SiloRow",
@@ -43,6 +45,7 @@ __all__ = [
     "from_us",
     "id_matches",
     "new_etag",
+    "new_job_rows",
     "parse_state",
     "run_from_row",
     "run_to_row",
@@ -69,6 +72,7 @@ JobRow = tuple[str, str, str, str, int]  # job_id, job_type, stage, state JSON, 
 ControlRow = tuple[int, str, str, int]  # msg_id, job_id, body JSON, posted_us
 RunRow = tuple[str, str, str, str, int, int, int | None, int | None, str | None, str]
 SiloRow = tuple[str, str, int, int, int, str, int]
+NewJobRow = tuple[str, str, str, str, int | None]  # job_id, job_type, stage, state, due_us
 
 
 # Etags need to differ, not to be secret: a Mersenne Twister seeded from the OS (and
@@ -84,6 +88,21 @@ def new_etag(previous: int | None = None) -> int:
         etag = _etags.getrandbits(62)
         if etag != previous:
             return etag
+
+
+def new_job_rows(jobs: Sequence[NewJob]) -> list[NewJobRow]:
+    """The rows of :meth:`Storage.insert_jobs`: each state as its JSON text (encoded here
+    unless it came encoded), each reminder in microseconds."""
+    return [
+        (
+            j.job_id,
+            j.job_type,
+            j.stage,
+            j.state if type(j.state) is str else _json.dumps(j.state),
+            None if j.due_at is None else to_us(j.due_at),
+        )
+        for j in jobs
+    ]
 
 
 def id_matches(job_id: str, text: str) -> bool:

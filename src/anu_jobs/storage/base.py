@@ -87,12 +87,16 @@ class StateEnvelope:
 
 @dataclass(frozen=True, slots=True)
 class NewJob:
-    """A job to create with :meth:`Storage.insert_jobs`."""
+    """A job to create with :meth:`Storage.insert_jobs`.
+
+    ``state`` is the JSON document, or its text as ``anu_jobs._json.dumps`` writes it
+    (bulk scheduling encodes the documents itself); a provider stores text as it is.
+    """
 
     job_id: str
     job_type: str
     stage: str
-    state: dict[str, Any]
+    state: dict[str, Any] | str
     due_at: datetime | None
 
 

@@ -7,6 +7,8 @@ become objects through ``anu_jobs.storage._common``, as in the memory provider.
 
 from __future__ import annotations
 
+import functools
+import itertools
 import sqlite3
 from collections.abc import Callable, Sequence
 from datetime import datetime
@@ -22,6 +24,7 @@ from anu_jobs.errors import (
 )
 from anu_jobs.storage._common import (
     TERMINAL_RUN_STAGES,
+    NewJobRow,
     RunRow,
     SiloRow,
     control_from_row,
@@ -94,18 +97,43 @@ def insert_job(
     return etag
 
 
-def insert_jobs(conn: Conn, rows: Sequence[tuple[str, str, str, str, int | None]]) -> None:
-    ids = [r[0] for r in rows]
-    seen: set[str] = set()
-    for job_id in ids:
-        if job_id in seen:
-            raise DuplicateJobError(job_id)
-        seen.add(job_id)
-    existing = {row[0] for row in conn.execute(Q["existing_ids"], _ids(ids))}
-    if existing:  # name the first one in the caller's order
-        raise DuplicateJobError(next(i for i in ids if i in existing))
-    conn.executemany(Q["insert_job"], [(j, t, s, st, new_etag()) for j, t, s, st, _ in rows])
-    conn.executemany(Q["set_reminder"], [(r[0], r[4]) for r in rows if r[4] is not None])
+def insert_jobs(conn: Conn, rows: Sequence[NewJobRow]) -> None:
+    conn.execute("SAVEPOINT insert_jobs")
+    try:
+        _insert_many(conn, "insert_jobs", [(j, t, s, st, new_etag()) for j, t, s, st, _ in rows])
+        _insert_many(conn, "insert_reminders", [(r[0], r[4]) for r in rows if r[4] is not None])
+    except sqlite3.IntegrityError:
+        # An id exists, or comes twice: undo this call's rows, then name the first.
+        conn.execute("ROLLBACK TO insert_jobs")
+        ids = [r[0] for r in rows]
+        existing = {row[0] for row in conn.execute(Q["existing_ids"], _ids(ids))}
+        seen: set[str] = set()
+        for job_id in ids:
+            if job_id in existing or job_id in seen:
+                raise DuplicateJobError(job_id) from None
+            seen.add(job_id)
+        raise
+    finally:
+        conn.execute("RELEASE insert_jobs")
+
+
+def _insert_many(conn: Conn, name: str, rows: Sequence[tuple[Any, ...]]) -> None:
+    """Insert ``rows`` with the multi-row statement ``name``, as many rows a statement as
+    its bound parameters allow: a statement is one step of SQLite, which runs without
+    the interpreter lock (``executemany`` takes it back after every row)."""
+    if not rows:
+        return
+    width = len(rows[0])
+    per = max(1, conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // width)
+    for start in range(0, len(rows), per):
+        part = rows[start : start + per]
+        conn.execute(_many_sql(name, width, len(part)), list(itertools.chain.from_iterable(part)))
+
+
+@functools.lru_cache(maxsize=64)
+def _many_sql(name: str, width: int, count: int) -> str:
+    values = "(" + ", ".join(["?"] * width) + ")"
+    return Q[name].replace("{rows}", ", ".join([values] * count))
 
 
 def read_state(conn: Conn, job_id: str) -> StateEnvelope | None:

@@ -10,6 +10,16 @@
 -- name: insert_job
 INSERT INTO jobs (job_id, job_type, stage, state, etag) VALUES (?, ?, ?, ?, ?);
 
+-- name: insert_jobs
+-- Many jobs in one statement: {rows} stands for as many "(?, ?, ?, ?, ?)" as there are
+-- jobs. One step of SQLite inserts them all, while other threads run Python.
+INSERT INTO jobs (job_id, job_type, stage, state, etag) VALUES {rows};
+
+-- name: insert_reminders
+-- Many reminders in one statement: {rows} stands for as many "(?, ?)" as there are.
+INSERT INTO reminders (job_id, due_us) VALUES {rows}
+ON CONFLICT (job_id) DO UPDATE SET due_us = excluded.due_us;
+
 -- name: existing_ids
 SELECT job_id FROM jobs WHERE job_id IN (SELECT value FROM json_each(?));
 
