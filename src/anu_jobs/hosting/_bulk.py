@@ -19,11 +19,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from anu_jobs import _json
-from anu_jobs._time import from_us, to_us
+from anu_jobs._time import to_us
 from anu_jobs.errors import ConfigurationError, DuplicateJobError
 from anu_jobs.grain import JobState
 from anu_jobs.model import Job, JobRegistry, validate_params
-from anu_jobs.storage.base import NewJob
+from anu_jobs.storage.base import NewJobRow
 from anu_jobs.triggers import MisfirePolicy, Once
 
 __all__ = ["MAX_JOB_ID", "ChunkBuilder", "check_job_id"]
@@ -74,7 +74,8 @@ def _template(doc: dict[str, Any], stage: str) -> _Template | None:
 
 
 class ChunkBuilder:
-    """Validates specs and builds the :class:`NewJob` rows of one chunk.
+    """Validates specs and builds the rows of one chunk (for
+    :meth:`~anu_jobs.storage.base.Storage.insert_encoded_jobs`).
 
     Every job of a chunk is created at ``now`` (its ``created_at``): one clock reading
     per chunk, not per job.
@@ -84,7 +85,7 @@ class ChunkBuilder:
         self.registry = registry
         self.new_state = new_state
         self.now = now
-        self.rows: list[NewJob] = []
+        self.rows: list[NewJobRow] = []
         self.min_due_us: int | None = None
         # the shape of the last fast job (job type, misfire, overlap) and its template
         self._shape: tuple[type[Job], object, object] | None = None
@@ -117,7 +118,7 @@ class ChunkBuilder:
                         ptext = _json.dumps(validate_params(cls, params))
                     at_us = to_us(at)
                     self.rows.append(
-                        NewJob(jid, cls.name, template.stage, template.text(ptext, at, at_us), at)
+                        (jid, cls.name, template.stage, template.text(ptext, at, at_us), at_us)
                     )
                     if self.min_due_us is None or at_us < self.min_due_us:
                         self.min_due_us = at_us
@@ -151,9 +152,7 @@ class ChunkBuilder:
         doc = state.to_json()
         text = _json.dumps(doc)
         due = state.due_us()
-        self.rows.append(
-            NewJob(jid, cls.name, state.stage.value, text, None if due is None else from_us(due))
-        )
+        self.rows.append((jid, cls.name, state.stage.value, text, due))
         if due is not None and (self.min_due_us is None or due < self.min_due_us):
             self.min_due_us = due
         trigger = spec.trigger
@@ -179,9 +178,13 @@ MAX_JOB_ID = 255
 def check_job_id(job_id: object) -> str:
     """``job_id`` if it can name a job, else :class:`ConfigurationError` saying why."""
     # The usual id first: printable ASCII has no control character and nothing to clean.
-    if type(job_id) is str and 0 < len(job_id) <= MAX_JOB_ID and job_id.isascii():  # noqa: SIM102
-        if job_id.isprintable():
-            return job_id
+    if (
+        type(job_id) is str
+        and 0 < len(job_id) <= MAX_JOB_ID
+        and job_id.isascii()
+        and job_id.isprintable()
+    ):
+        return job_id
     if not isinstance(job_id, str) or not job_id or len(job_id) > MAX_JOB_ID:
         raise ConfigurationError(
             f"a job id is a non-empty string of at most {MAX_JOB_ID} characters, not {job_id!r}"

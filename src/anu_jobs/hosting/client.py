@@ -245,7 +245,12 @@ class JobClient:
             builder = ChunkBuilder(self.registry, self._new_state, self.clock.now())
             for spec in jobs:
                 ids.append(builder.add(spec, seen))
-                if len(builder.rows) >= chunk:
+                count = len(builder.rows)
+                if not count & 255:
+                    # Let the write in flight move on (a PostgreSQL copy is sent from this
+                    # loop) and the rest of the loop run: a silo's heartbeats and timers.
+                    await asyncio.sleep(0)
+                if count >= chunk:
                     # Hand the chunk to the store and build the next one meanwhile;
                     # chunks are written one at a time, in order.
                     if writing is not None:
@@ -269,7 +274,7 @@ class JobClient:
     ) -> datetime | None:
         """Insert one chunk of :meth:`schedule_many`; wake the silos if it holds an
         earlier due time than the chunks before it. Returns the earliest due time so far."""
-        await self.storage.insert_jobs(chunk.rows)
+        await self.storage.insert_encoded_jobs(chunk.rows)
         if chunk.min_due_us is not None:
             first = from_us(chunk.min_due_us)
             if earliest is None or first < earliest:

@@ -19,6 +19,7 @@ from anu_jobs.storage.base import (
     UNREADABLE,
     ControlMessage,
     NewJob,
+    NewJobRow,
     Notice,
     NoticeListener,
     RunRecord,
@@ -72,7 +73,6 @@ JobRow = tuple[str, str, str, str, int]  # job_id, job_type, stage, state JSON, 
 ControlRow = tuple[int, str, str, int]  # msg_id, job_id, body JSON, posted_us
 RunRow = tuple[str, str, str, str, int, int, int | None, int | None, str | None, str]
 SiloRow = tuple[str, str, int, int, int, str, int]
-NewJobRow = tuple[str, str, str, str, int | None]  # job_id, job_type, stage, state, due_us
 
 
 # Etags need to differ, not to be secret: a Mersenne Twister seeded from the OS (and
@@ -91,14 +91,13 @@ def new_etag(previous: int | None = None) -> int:
 
 
 def new_job_rows(jobs: Sequence[NewJob]) -> list[NewJobRow]:
-    """The rows of :meth:`Storage.insert_jobs`: each state as its JSON text (encoded here
-    unless it came encoded), each reminder in microseconds."""
+    """The rows of :meth:`Storage.insert_encoded_jobs` for ``jobs``."""
     return [
         (
             j.job_id,
             j.job_type,
             j.stage,
-            j.state if type(j.state) is str else _json.dumps(j.state),
+            _json.dumps(j.state),
             None if j.due_at is None else to_us(j.due_at),
         )
         for j in jobs

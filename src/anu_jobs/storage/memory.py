@@ -52,6 +52,7 @@ from anu_jobs.storage.base import (
     JobQuery,
     LeaseToken,
     NewJob,
+    NewJobRow,
     Notice,
     NoticeListener,
     RunRecord,
@@ -208,8 +209,10 @@ class MemoryStorage(Storage):
         return etag
 
     async def insert_jobs(self, jobs: Sequence[NewJob]) -> None:
+        await self.insert_encoded_jobs(new_job_rows(jobs))  # refuses bad JSON before any change
+
+    async def insert_encoded_jobs(self, rows: Sequence[NewJobRow]) -> None:
         db = self._db()
-        rows = new_job_rows(jobs)  # refuse bad JSON before any change
         with db.lock:
             seen: set[str] = set()
             for row in rows:

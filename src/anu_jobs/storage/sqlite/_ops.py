@@ -24,7 +24,6 @@ from anu_jobs.errors import (
 )
 from anu_jobs.storage._common import (
     TERMINAL_RUN_STAGES,
-    NewJobRow,
     RunRow,
     SiloRow,
     control_from_row,
@@ -43,6 +42,7 @@ from anu_jobs.storage.base import (
     GrainWrite,
     JobQuery,
     LeaseToken,
+    NewJobRow,
     RunRecord,
     SiloInfo,
     StateEnvelope,
@@ -98,42 +98,37 @@ def insert_job(
 
 
 def insert_jobs(conn: Conn, rows: Sequence[NewJobRow]) -> None:
-    conn.execute("SAVEPOINT insert_jobs")
-    try:
-        _insert_many(conn, "insert_jobs", [(j, t, s, st, new_etag()) for j, t, s, st, _ in rows])
-        _insert_many(conn, "insert_reminders", [(r[0], r[4]) for r in rows if r[4] is not None])
-    except sqlite3.IntegrityError:
-        # An id exists, or comes twice: undo this call's rows, then name the first.
-        conn.execute("ROLLBACK TO insert_jobs")
-        ids = [r[0] for r in rows]
-        existing = {row[0] for row in conn.execute(Q["existing_ids"], _ids(ids))}
-        seen: set[str] = set()
-        for job_id in ids:
-            if job_id in existing or job_id in seen:
-                raise DuplicateJobError(job_id) from None
-            seen.add(job_id)
-        raise
-    finally:
-        conn.execute("RELEASE insert_jobs")
-
-
-def _insert_many(conn: Conn, name: str, rows: Sequence[tuple[Any, ...]]) -> None:
-    """Insert ``rows`` with the multi-row statement ``name``, as many rows a statement as
-    its bound parameters allow: a statement is one step of SQLite, which runs without
-    the interpreter lock (``executemany`` takes it back after every row)."""
-    if not rows:
-        return
-    width = len(rows[0])
-    per = max(1, conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // width)
+    # As many rows a statement as its bound parameters allow: a statement is one step of
+    # SQLite, which runs without the interpreter lock (executemany takes the lock back
+    # after every row). Each part is bound once as it comes, for both tables.
+    per = max(1, conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // 5)
     for start in range(0, len(rows), per):
         part = rows[start : start + per]
-        conn.execute(_many_sql(name, width, len(part)), list(itertools.chain.from_iterable(part)))
+        values = list(itertools.chain.from_iterable(part))
+        try:
+            conn.execute(_many_sql("insert_jobs", len(part)), values)
+        except sqlite3.IntegrityError:
+            _name_duplicate(conn, rows)
+            raise
+        conn.execute(_many_sql("insert_reminders", len(part)), values)
+
+
+def _name_duplicate(conn: Conn, rows: Sequence[NewJobRow]) -> None:
+    """Raise DuplicateJobError for the first id that exists or comes twice. The parts
+    before the one that failed are in: their ids are in ``seen`` before any later one is
+    looked at, so finding them in the store changes nothing."""
+    ids = [r[0] for r in rows]
+    existing = {row[0] for row in conn.execute(Q["existing_ids"], _ids(ids))}
+    seen: set[str] = set()
+    for job_id in ids:
+        if job_id in seen or job_id in existing:
+            raise DuplicateJobError(job_id) from None
+        seen.add(job_id)
 
 
 @functools.lru_cache(maxsize=64)
-def _many_sql(name: str, width: int, count: int) -> str:
-    values = "(" + ", ".join(["?"] * width) + ")"
-    return Q[name].replace("{rows}", ", ".join([values] * count))
+def _many_sql(name: str, count: int) -> str:
+    return Q[name].replace("{rows}", ", ".join(["(?, ?, ?, ?, ?)"] * count))
 
 
 def read_state(conn: Conn, job_id: str) -> StateEnvelope | None:

@@ -33,6 +33,7 @@ from anu_jobs.storage.base import (
     JobQuery,
     LeaseToken,
     NewJob,
+    NewJobRow,
     Notice,
     NoticeListener,
     RunRecord,
@@ -229,7 +230,9 @@ class SqliteStorage(Storage):
         return await self._run(True, _ops.insert_job, job_id, job_type, stage, text, due_us)
 
     async def insert_jobs(self, jobs: Sequence[NewJob]) -> None:
-        rows = new_job_rows(jobs)
+        await self.insert_encoded_jobs(new_job_rows(jobs))
+
+    async def insert_encoded_jobs(self, rows: Sequence[NewJobRow]) -> None:
         if rows:
             await self._run(True, _ops.insert_jobs, rows)
 
