@@ -14,6 +14,8 @@ __all__ = ["Clock", "SystemClock", "TimerHandle", "ensure_utc"]
 
 def ensure_utc(value: datetime, what: str = "time") -> datetime:
     """Return ``value`` as an aware UTC datetime; naive datetimes are refused."""
+    if value.tzinfo is UTC:
+        return value  # what astimezone(UTC) returns for it, without its cost
     if value.tzinfo is None or value.utcoffset() is None:
         from anu_jobs.errors import InvalidScheduleError
 

@@ -14,7 +14,7 @@ from types import ModuleType, TracebackType
 from typing import TYPE_CHECKING, Any
 
 from anu_jobs._json import clean_text
-from anu_jobs._time import from_us, from_us_opt, to_us
+from anu_jobs._time import from_us, to_us
 from anu_jobs.clock import Clock, SystemClock, ensure_utc
 from anu_jobs.errors import (
     ConfigurationError,
@@ -35,6 +35,7 @@ from anu_jobs.grain import (
     status_from_envelope,
 )
 from anu_jobs.grain.state import STATE_ERRORS
+from anu_jobs.hosting._bulk import MAX_JOB_ID, ChunkBuilder, check_job_id
 from anu_jobs.model import Job, JobRegistry, validate_params
 from anu_jobs.runtime.grain import GrainHost
 from anu_jobs.storage import open_storage
@@ -43,7 +44,6 @@ from anu_jobs.storage.base import (
     GrainWrite,
     JobQuery,
     LeaseToken,
-    NewJob,
     Notice,
     SiloInfo,
     StateEnvelope,
@@ -54,26 +54,11 @@ from anu_jobs.triggers import Manual, MisfirePolicy, Trigger
 if TYPE_CHECKING:
     from anu_jobs.runtime import SiloRuntime
 
-__all__ = ["JobClient", "JobSpec"]
+__all__ = ["MAX_JOB_ID", "JobClient", "JobSpec", "check_job_id"]
 
 log = logging.getLogger("anu_jobs.client")
 
-MAX_JOB_ID = 255
 _TERMINAL = {"completed", "failed", "compensated", "cancelled", "skipped"}
-
-
-def check_job_id(job_id: object) -> str:
-    if not isinstance(job_id, str) or not job_id or len(job_id) > MAX_JOB_ID:
-        raise ConfigurationError(
-            f"a job id is a non-empty string of at most {MAX_JOB_ID} characters, not {job_id!r}"
-        )
-    if any(ch in job_id for ch in "\x00\r\n"):
-        raise ConfigurationError(f"a job id may not contain NUL or line breaks: {job_id!r}")
-    if clean_text(job_id) != job_id:
-        raise ConfigurationError(
-            f"a job id must be valid Unicode text, without lone surrogates: {job_id!r}"
-        )
-    return job_id
 
 
 def _lookup_id(job_id: object) -> str:
@@ -246,42 +231,52 @@ class JobClient:
         generator). A spec that fails validation, or a job id that already exists or comes
         twice, raises before its chunk is written; earlier chunks stay written. With up to
         ``chunk`` jobs, nothing is written unless all are valid. Much faster than many
-        :meth:`schedule` calls: one commit per chunk.
+        :meth:`schedule` calls: one commit per chunk, and the next chunk is validated
+        while the store writes the one before. The jobs of one chunk share their
+        creation time (one clock reading per chunk).
         """
         if chunk < 1:
             raise ConfigurationError(f"chunk must be at least 1, not {chunk}")
         ids: builtins.list[str] = []
         seen: set[str] = set()
-        rows: builtins.list[NewJob] = []
         earliest: datetime | None = None
-        for spec in jobs:
-            cls = self.registry.resolve(spec.job)
-            jid = check_job_id(spec.job_id if spec.job_id is not None else uuid.uuid4().hex)
-            if jid in seen:
-                raise DuplicateJobError(jid)
-            seen.add(jid)
-            state = self._new_state(
-                cls, spec.params, spec.trigger, spec.misfire, spec.overlap, "client"
-            )
-            due = state.due_us()
-            rows.append(NewJob(jid, cls.name, state.stage.value, state.to_json(), from_us_opt(due)))
-            ids.append(jid)
-            if len(rows) >= chunk:
-                earliest = await self._insert_chunk(rows, earliest)
-                rows = []
-        if rows:
-            await self._insert_chunk(rows, earliest)
+        writing: asyncio.Task[datetime | None] | None = None
+        try:
+            builder = ChunkBuilder(self.registry, self._new_state, self.clock.now())
+            for spec in jobs:
+                ids.append(builder.add(spec, seen))
+                count = len(builder.rows)
+                if not count & 255:
+                    # Let the write in flight move on (a PostgreSQL copy is sent from this
+                    # loop) and the rest of the loop run: a silo's heartbeats and timers.
+                    await asyncio.sleep(0)
+                if count >= chunk:
+                    # Hand the chunk to the store and build the next one meanwhile;
+                    # chunks are written one at a time, in order.
+                    if writing is not None:
+                        earliest = await writing
+                    writing = asyncio.ensure_future(self._insert_chunk(builder, earliest))
+                    await asyncio.sleep(0)  # let it start
+                    builder = ChunkBuilder(self.registry, self._new_state, self.clock.now())
+            if writing is not None:
+                earliest = await writing
+            if builder.rows:
+                await self._insert_chunk(builder, earliest)
+        finally:
+            # A bad spec (or a failing generator) stops the call only once the chunk
+            # before it is written; should that write fail, its error is the one raised.
+            if writing is not None and not writing.done():
+                await writing
         return ids
 
     async def _insert_chunk(
-        self, rows: Sequence[NewJob], earliest: datetime | None
+        self, chunk: ChunkBuilder, earliest: datetime | None
     ) -> datetime | None:
         """Insert one chunk of :meth:`schedule_many`; wake the silos if it holds an
         earlier due time than the chunks before it. Returns the earliest due time so far."""
-        await self.storage.insert_jobs(rows)
-        dues = [r.due_at for r in rows if r.due_at is not None]
-        if dues:
-            first = min(dues)
+        await self.storage.insert_encoded_jobs(chunk.rows)
+        if chunk.min_due_us is not None:
+            first = from_us(chunk.min_due_us)
             if earliest is None or first < earliest:
                 earliest = first
                 await self._notify(Notice("due", None, earliest))
@@ -294,7 +289,8 @@ class JobClient:
         trigger: Trigger | Sequence[Trigger] | None,
         misfire: MisfirePolicy | None,
         overlap: str | None,
-        source: str,
+        source: str = "client",
+        now: datetime | None = None,
     ) -> JobState:
         data = validate_params(cls, params)
         triggers = as_triggers(trigger)
@@ -303,7 +299,12 @@ class JobClient:
         if misfire is not None and not isinstance(misfire, MisfirePolicy):
             raise ConfigurationError(f"misfire must be a MisfirePolicy, not {misfire!r}")
         return new_job_state(
-            data, triggers, self.clock.now(), misfire or cls.misfire, overlap or cls.overlap, source
+            data,
+            triggers,
+            self.clock.now() if now is None else now,
+            misfire or cls.misfire,
+            overlap or cls.overlap,
+            source,
         )
 
     async def _put(self, job_id: str, cls: type[Job], state: JobState, replace: bool) -> None:

@@ -18,6 +18,8 @@ from anu_jobs._time import from_us, from_us_opt, to_us, to_us_opt
 from anu_jobs.storage.base import (
     UNREADABLE,
     ControlMessage,
+    NewJob,
+    NewJobRow,
     Notice,
     NoticeListener,
     RunRecord,
@@ -34,6 +36,7 @@ __all__ = [
     "TERMINAL_RUN_STAGES",
     "ControlRow",
     "JobRow",
+    "NewJobRow",
     "NoticeHub",
     "RunRow",
     "SiloRow",
@@ -43,6 +46,7 @@ __all__ = [
     "from_us",
     "id_matches",
     "new_etag",
+    "new_job_rows",
     "parse_state",
     "run_from_row",
     "run_to_row",
@@ -84,6 +88,20 @@ def new_etag(previous: int | None = None) -> int:
         etag = _etags.getrandbits(62)
         if etag != previous:
             return etag
+
+
+def new_job_rows(jobs: Sequence[NewJob]) -> list[NewJobRow]:
+    """The rows of :meth:`Storage.insert_encoded_jobs` for ``jobs``."""
+    return [
+        (
+            j.job_id,
+            j.job_type,
+            j.stage,
+            _json.dumps(j.state),
+            None if j.due_at is None else to_us(j.due_at),
+        )
+        for j in jobs
+    ]
 
 
 def id_matches(job_id: str, text: str) -> bool:

@@ -42,6 +42,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
+from anu_jobs import _json
+from anu_jobs._time import from_us_opt
 from anu_jobs.errors import EtagConflictError, LeaseLostError
 
 __all__ = [
@@ -51,6 +53,7 @@ __all__ = [
     "JobQuery",
     "LeaseToken",
     "NewJob",
+    "NewJobRow",
     "Notice",
     "NoticeListener",
     "RunRecord",
@@ -94,6 +97,12 @@ class NewJob:
     stage: str
     state: dict[str, Any]
     due_at: datetime | None
+
+
+#: A job to create with :meth:`Storage.insert_encoded_jobs`: its id, job type, stage,
+#: state as JSON text (what ``anu_jobs._json.dumps`` makes of the document) and reminder
+#: in microseconds since the epoch (None: no reminder).
+NewJobRow = tuple[str, str, str, str, int | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,6 +271,18 @@ class Storage(ABC):
         scheduling goes through here: providers should use their fastest bulk path
         (``executemany``, ``COPY``).
         """
+
+    async def insert_encoded_jobs(self, rows: Sequence[NewJobRow]) -> None:
+        """:meth:`insert_jobs` for jobs whose state is JSON text already and whose reminder
+        is in microseconds: bulk scheduling encodes them itself, and a provider should
+        store them as they are (same transaction, same duplicate rule). By default each
+        row becomes a :class:`NewJob` again."""
+        await self.insert_jobs(
+            [
+                NewJob(job_id, job_type, stage, _json.loads(text), from_us_opt(due_us))
+                for job_id, job_type, stage, text, due_us in rows
+            ]
+        )
 
     @abstractmethod
     async def read_state(self, job_id: str) -> StateEnvelope | None:

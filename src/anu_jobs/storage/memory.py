@@ -38,6 +38,7 @@ from anu_jobs.storage._common import (
     from_us,
     id_matches,
     new_etag,
+    new_job_rows,
     run_from_row,
     run_to_row,
     silo_from_row,
@@ -51,6 +52,7 @@ from anu_jobs.storage.base import (
     JobQuery,
     LeaseToken,
     NewJob,
+    NewJobRow,
     Notice,
     NoticeListener,
     RunRecord,
@@ -207,17 +209,19 @@ class MemoryStorage(Storage):
         return etag
 
     async def insert_jobs(self, jobs: Sequence[NewJob]) -> None:
+        await self.insert_encoded_jobs(new_job_rows(jobs))  # refuses bad JSON before any change
+
+    async def insert_encoded_jobs(self, rows: Sequence[NewJobRow]) -> None:
         db = self._db()
-        texts = [_json.dumps(j.state) for j in jobs]  # refuse bad JSON before any change
         with db.lock:
             seen: set[str] = set()
-            for j in jobs:
-                if j.job_id in db.jobs or j.job_id in seen:
-                    raise DuplicateJobError(j.job_id)
-                seen.add(j.job_id)
-            for j, text in zip(jobs, texts, strict=True):
-                db.jobs[j.job_id] = (j.job_id, j.job_type, j.stage, text, new_etag())
-                db.set_reminder(j.job_id, None if j.due_at is None else to_us(j.due_at))
+            for row in rows:
+                if row[0] in db.jobs or row[0] in seen:
+                    raise DuplicateJobError(row[0])
+                seen.add(row[0])
+            for job_id, job_type, stage, text, due_us in rows:
+                db.jobs[job_id] = (job_id, job_type, stage, text, new_etag())
+                db.set_reminder(job_id, due_us)
 
     async def read_state(self, job_id: str) -> StateEnvelope | None:
         db = self._db()

@@ -28,6 +28,7 @@ from typing import Any
 
 import pytest
 
+from anu_jobs._time import to_us
 from anu_jobs.errors import (
     DuplicateJobError,
     EtagConflictError,
@@ -41,6 +42,7 @@ from anu_jobs.storage.base import (
     JobQuery,
     LeaseToken,
     NewJob,
+    NewJobRow,
     Notice,
     RunRecord,
     SiloInfo,
@@ -236,6 +238,44 @@ class StorageConformance:
         twice = [NewJob(i, "demo", "active", {}, at(1)) for i in ("n3", "n3")]
         with pytest.raises(DuplicateJobError):
             await storage.insert_jobs(twice)
+        assert await storage.count_jobs(JobQuery()) == 1
+
+    async def test_insert_encoded_jobs_creates_all_in_one_go(self, storage: Storage) -> None:
+        # More jobs than one SQLite statement binds (32,766 parameters, 5 a job).
+        texts = [f'{{"i":{i},"s":"caf\u00e9 \\\\ \\"q\\""}}' for i in range(7000)]
+        rows: list[NewJobRow] = [
+            (f"e{i:05}", "demo", "active", texts[i], to_us(at(i)) if i % 3 else None)
+            for i in range(7000)
+        ]
+        await storage.insert_encoded_jobs(rows)
+        assert await storage.count_jobs(JobQuery()) == 7000
+        env = await storage.read_state("e06999")
+        assert env is not None and env.state == {"i": 6999, "s": 'caf\u00e9 \\ "q"'}
+        assert (env.job_type, env.stage) == ("demo", "active")
+        due = await storage.read_due_at([r[0] for r in rows])
+        assert due == {f"e{i:05}": at(i) for i in range(7000) if i % 3}
+        etags = {e.etag for e in await storage.list_jobs(JobQuery(limit=7000))}
+        assert len(etags) == 7000 and all(0 <= e < 2**62 for e in etags)
+
+    @pytest.mark.parametrize("where", [0, 6999])
+    async def test_insert_encoded_jobs_is_all_or_nothing(
+        self, storage: Storage, where: int
+    ) -> None:
+        """A duplicate anywhere (in the first or last SQLite statement of the call) names
+        the first id, in the caller's order, that exists or came before, and inserts none."""
+        await new_job(storage, "taken", due=1)
+        rows: list[NewJobRow] = [(f"x{i:05}", "demo", "active", "{}", None) for i in range(7000)]
+        rows[6998] = ("x00003", "demo", "active", "{}", None)  # twice
+        rows[where] = ("taken", "demo", "active", "{}", to_us(at(2)))
+        with pytest.raises(DuplicateJobError) as info:
+            await storage.insert_encoded_jobs(rows)
+        assert info.value.job_id == ("taken" if where == 0 else "x00003")
+        assert await storage.count_jobs(JobQuery()) == 1
+        assert await storage.read_due_at(["taken"]) == {"taken": at(1)}
+        twice = [("y", "demo", "active", "{}", None), ("y", "demo", "active", "{}", None)]
+        with pytest.raises(DuplicateJobError) as info:
+            await storage.insert_encoded_jobs(twice)
+        assert info.value.job_id == "y"
         assert await storage.count_jobs(JobQuery()) == 1
 
     async def test_overdue_lists_due_jobs_no_silo_holds(self, storage: Storage) -> None:

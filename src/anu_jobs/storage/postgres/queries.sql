@@ -32,19 +32,12 @@ WITH j AS (
 )
 SELECT count(*) FROM j;
 
--- name: insert_jobs
--- All or nothing: a duplicate id fails the statement, and so inserts none.
-WITH n AS (
-    SELECT *
-    FROM unnest(%(job_ids)b::text[], %(folded)b::text[], %(job_types)b::text[],
-                %(stages)b::text[], %(states)b::text[], %(etags)b::bigint[], %(due)b::bigint[])
-        AS n (job_id, folded, job_type, stage, state, etag, due_us)
-), j AS (
-    INSERT INTO jobs (job_id, job_id_folded, job_type, stage, state, etag)
-    SELECT job_id, folded, job_type, stage, state, etag FROM n
-)
-INSERT INTO reminders (job_id, due_us)
-SELECT job_id, due_us FROM n WHERE due_us IS NOT NULL;
+-- name: copy_jobs
+-- Bulk insert (binary COPY); a duplicate id fails the copy, and its transaction.
+COPY jobs (job_id, job_id_folded, job_type, stage, state, etag) FROM STDIN (FORMAT BINARY);
+
+-- name: copy_reminders
+COPY reminders (job_id, due_us) FROM STDIN (FORMAT BINARY);
 
 -- name: existing_ids
 SELECT job_id FROM jobs WHERE job_id = ANY(%(job_ids)b::text[]);

@@ -7,6 +7,8 @@ become objects through ``anu_jobs.storage._common``, as in the memory provider.
 
 from __future__ import annotations
 
+import functools
+import itertools
 import sqlite3
 from collections.abc import Callable, Sequence
 from datetime import datetime
@@ -40,6 +42,7 @@ from anu_jobs.storage.base import (
     GrainWrite,
     JobQuery,
     LeaseToken,
+    NewJobRow,
     RunRecord,
     SiloInfo,
     StateEnvelope,
@@ -94,18 +97,38 @@ def insert_job(
     return etag
 
 
-def insert_jobs(conn: Conn, rows: Sequence[tuple[str, str, str, str, int | None]]) -> None:
+def insert_jobs(conn: Conn, rows: Sequence[NewJobRow]) -> None:
+    # As many rows a statement as its bound parameters allow: a statement is one step of
+    # SQLite, which runs without the interpreter lock (executemany takes the lock back
+    # after every row). Each part is bound once as it comes, for both tables.
+    per = max(1, conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // 5)
+    for start in range(0, len(rows), per):
+        part = rows[start : start + per]
+        values = list(itertools.chain.from_iterable(part))
+        try:
+            conn.execute(_many_sql("insert_jobs", len(part)), values)
+        except sqlite3.IntegrityError:
+            _name_duplicate(conn, rows)
+            raise
+        conn.execute(_many_sql("insert_reminders", len(part)), values)
+
+
+def _name_duplicate(conn: Conn, rows: Sequence[NewJobRow]) -> None:
+    """Raise DuplicateJobError for the first id that exists or comes twice. The parts
+    before the one that failed are in: their ids are in ``seen`` before any later one is
+    looked at, so finding them in the store changes nothing."""
     ids = [r[0] for r in rows]
+    existing = {row[0] for row in conn.execute(Q["existing_ids"], _ids(ids))}
     seen: set[str] = set()
     for job_id in ids:
-        if job_id in seen:
-            raise DuplicateJobError(job_id)
+        if job_id in seen or job_id in existing:
+            raise DuplicateJobError(job_id) from None
         seen.add(job_id)
-    existing = {row[0] for row in conn.execute(Q["existing_ids"], _ids(ids))}
-    if existing:  # name the first one in the caller's order
-        raise DuplicateJobError(next(i for i in ids if i in existing))
-    conn.executemany(Q["insert_job"], [(j, t, s, st, new_etag()) for j, t, s, st, _ in rows])
-    conn.executemany(Q["set_reminder"], [(r[0], r[4]) for r in rows if r[4] is not None])
+
+
+@functools.lru_cache(maxsize=64)
+def _many_sql(name: str, count: int) -> str:
+    return Q[name].replace("{rows}", ", ".join(["(?, ?, ?, ?, ?)"] * count))
 
 
 def read_state(conn: Conn, job_id: str) -> StateEnvelope | None:

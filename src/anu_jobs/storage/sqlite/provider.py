@@ -22,6 +22,7 @@ from anu_jobs.storage._common import (
     NoticeHub,
     from_us,
     id_matches,
+    new_job_rows,
     silo_to_row,
     to_us,
 )
@@ -33,6 +34,7 @@ from anu_jobs.storage.base import (
     JobQuery,
     LeaseToken,
     NewJob,
+    NewJobRow,
     Notice,
     NoticeListener,
     RunRecord,
@@ -288,16 +290,9 @@ class SqliteStorage(Storage):
         return await self._run(True, _ops.insert_job, job_id, job_type, stage, text, due_us)
 
     async def insert_jobs(self, jobs: Sequence[NewJob]) -> None:
-        rows = [
-            (
-                j.job_id,
-                j.job_type,
-                j.stage,
-                _json.dumps(j.state),
-                None if j.due_at is None else to_us(j.due_at),
-            )
-            for j in jobs
-        ]
+        await self.insert_encoded_jobs(new_job_rows(jobs))
+
+    async def insert_encoded_jobs(self, rows: Sequence[NewJobRow]) -> None:
         if rows:
             await self._run(True, _ops.insert_jobs, rows)
 

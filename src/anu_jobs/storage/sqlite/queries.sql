@@ -10,6 +10,19 @@
 -- name: insert_job
 INSERT INTO jobs (job_id, job_type, stage, state, etag) VALUES (?, ?, ?, ?, ?);
 
+-- name: insert_jobs
+-- Many jobs in one statement: {rows} stands for one "(?, ?, ?, ?, ?)" per job, its id,
+-- job type, stage, state and due time (unused here). A random 62-bit etag each.
+INSERT INTO jobs (job_id, job_type, stage, state, etag)
+SELECT column1, column2, column3, column4, random() & 4611686018427387903
+FROM (VALUES {rows});
+
+-- name: insert_reminders
+-- The reminders of the jobs insert_jobs inserted, from the same parameters.
+INSERT INTO reminders (job_id, due_us)
+SELECT column1, column5 FROM (VALUES {rows}) WHERE column5 IS NOT NULL
+ON CONFLICT (job_id) DO UPDATE SET due_us = excluded.due_us;
+
 -- name: existing_ids
 SELECT job_id FROM jobs WHERE job_id IN (SELECT value FROM json_each(?));
 
