@@ -258,6 +258,10 @@ class JobClient:
                     writing = asyncio.ensure_future(self._insert_chunk(builder, earliest))
                     await asyncio.sleep(0)  # let it start
                     builder = ChunkBuilder(self.registry, self._new_state, self.clock.now())
+                    # An id of an earlier chunk is in the store by the time this chunk is
+                    # written, which then refuses it whole: the ids are only remembered a
+                    # chunk at a time (a million of them would hold some 40 MB).
+                    seen = set()
             if writing is not None:
                 earliest = await writing
             if builder.rows:
