@@ -22,502 +22,65 @@ It needs pytest and pytest-asyncio; nothing in ``anu_jobs`` imports it.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
-from typing import Any
 
 import pytest
 
-from anu_jobs._time import to_us
 from anu_jobs.errors import (
-    DuplicateJobError,
-    EtagConflictError,
     JobNotFoundError,
-    LeaseLostError,
     StorageError,
 )
 from anu_jobs.storage.base import (
-    Claim,
-    GrainWrite,
     JobQuery,
     LeaseToken,
-    NewJob,
-    NewJobRow,
     Notice,
     RunRecord,
     SiloInfo,
     Storage,
 )
+from anu_jobs.testing import _suite_support
+from anu_jobs.testing._suite_state import StateConformance
+from anu_jobs.testing._suite_support import (
+    T0,
+    at,
+    beat,
+    claim,
+    holder,
+    ids,
+    new_job,
+    next_due,
+    renew,
+    run,
+    secs,
+    silo,
+    store_time,
+    take,
+    write,
+)
 from anu_jobs.testing.clock import FakeClock
 
-__all__ = ["StorageConformance"]
-
-T0 = datetime(2030, 1, 1, tzinfo=UTC)
-
-# The running test's store clock (the ``store_clock`` fixture), for the helpers below.
-_store_clock: FakeClock | None = None
-
-
-def at(seconds: float) -> datetime:
-    """``T0`` plus ``seconds``: every time in the suite is relative to one instant."""
-    return T0 + timedelta(seconds=seconds)
-
-
-def secs(seconds: float) -> timedelta:
-    return timedelta(seconds=seconds)
-
-
-def store_time(seconds: float) -> None:
-    """Set the store's clock to ``at(seconds)``, forwards or back."""
-    assert _store_clock is not None, "the storage fixture must open the store on store_clock"
-    _store_clock.jump(at(seconds))
-
-
-async def new_job(
-    storage: Storage,
-    job_id: str,
-    due: float | None = 0,
-    *,
-    stage: str = "active",
-    job_type: str = "demo",
-    state: dict[str, Any] | None = None,
-) -> int:
-    due_at = None if due is None else at(due)
-    return await storage.insert_job(job_id, job_type, stage, state or {"n": 0}, due_at)
-
-
-async def claim(
-    storage: Storage,
-    silo: str = "s1",
-    now: float = 0,
-    until: float = 0,
-    limit: int = 100,
-    lease: float = 30,
-) -> list[Claim]:
-    """``claim_due`` at store time ``now`` (the caller's too): leases for ``lease`` s."""
-    store_time(now)
-    return await storage.claim_due(silo, at(now), at(until), limit, secs(lease))
-
-
-async def take(storage: Storage, job_id: str, silo: str = "s1", now: float = 0) -> Claim:
-    """Take one job's lease (for 30 s from store time ``now``) whether it is due or not,
-    as a :class:`Claim`."""
-    store_time(now)
-    taken = await storage.acquire_lease(job_id, silo, secs(30))
-    assert taken is not None, f"the lease of {job_id} was not free at {now}"
-    token, envelope, control = taken
-    return Claim(token, envelope, None, control)
-
-
-async def holder(storage: Storage, job_id: str, now: float = 0) -> LeaseToken | None:
-    """``lease_holder`` at store time ``now``."""
-    store_time(now)
-    return await storage.lease_holder(job_id)
-
-
-async def renew(
-    storage: Storage, tokens: Sequence[LeaseToken], now: float = 0, lease: float = 30
-) -> list[LeaseToken]:
-    """``renew_leases`` at store time ``now``, for ``lease`` seconds."""
-    store_time(now)
-    return await storage.renew_leases(tokens, secs(lease))
-
-
-async def next_due(storage: Storage, now: float = 0) -> datetime | None:
-    """``next_due`` at store time ``now`` (the caller's too)."""
-    store_time(now)
-    return await storage.next_due(at(now))
-
-
-async def beat(storage: Storage, silo_id: str, now: float = 0) -> bool:
-    """``heartbeat`` at store time ``now``."""
-    store_time(now)
-    return await storage.heartbeat(silo_id)
-
-
-def write(
-    c: Claim | tuple[LeaseToken, int],
-    state: dict[str, Any] | None = None,
-    *,
-    due: float | None = None,
-    stage: str = "active",
-    runs: tuple[RunRecord, ...] = (),
-    ack: tuple[int, ...] = (),
-    release: bool = False,
-    delete: bool = False,
-) -> GrainWrite:
-    lease, etag = (c.lease, c.envelope.etag) if isinstance(c, Claim) else c
-    return GrainWrite(
-        lease=lease,
-        expected_etag=etag,
-        job_type="demo",
-        stage=stage,
-        state=None if delete else (state if state is not None else {"n": 1}),
-        due_at=None if due is None else at(due),
-        runs=runs,
-        ack_control=ack,
-        release=release,
-    )
-
-
-def run(
-    run_id: str, job_id: str, scheduled: float, stage: str = "completed", **data: Any
-) -> RunRecord:
-    return RunRecord(
-        run_id=run_id,
-        job_id=job_id,
-        job_type="demo",
-        stage=stage,
-        attempt=1,
-        scheduled_for=at(scheduled),
-        started_at=at(scheduled + 1),
-        finished_at=None if stage == "running" else at(scheduled + 2),
-        silo_id="s1",
-        data=dict(data),
-    )
-
-
-def silo(silo_id: str, started: float = 0, heartbeat: float = 0) -> SiloInfo:
-    return SiloInfo(silo_id, "host-a", 4242, at(started), at(heartbeat))
-
-
-def ids(claims: list[Claim]) -> list[str]:
-    return [c.envelope.job_id for c in claims]
+__all__ = ["StorageConformance", "at"]
 
 
 @pytest.mark.asyncio
-class StorageConformance:
+class StorageConformance(StateConformance):
     """Every contract method, against the ``storage`` fixture the subclass provides."""
 
     @pytest.fixture(autouse=True)
     def store_clock(self) -> Iterator[FakeClock]:
         """The store's clock, at ``T0``: the ``storage`` fixture opens the store on it,
         and the tests move it to say what time it is for the store."""
-        global _store_clock
-        _store_clock = FakeClock(T0)
+        clock = _suite_support._store_clock = FakeClock(T0)
         try:
-            yield _store_clock
+            yield clock
         finally:
-            _store_clock = None
+            _suite_support._store_clock = None
 
     @pytest.fixture
     def twin(self, storage: Storage) -> Storage:
         """A second storage object on ``storage``'s store; override where possible."""
         return storage
-
-    # -- grain state ----------------------------------------------------------------
-
-    async def test_insert_then_read_state(self, storage: Storage) -> None:
-        etag = await new_job(storage, "a", due=5, state={"x": [1, 2]}, stage="paused")
-        env = await storage.read_state("a")
-        assert env is not None
-        assert (env.job_id, env.job_type, env.stage, env.state, env.etag) == (
-            "a", "demo", "paused", {"x": [1, 2]}, etag,
-        )  # fmt: skip
-        assert await storage.read_state("nope") is None
-        assert await storage.read_due_at(["a", "nope"]) == {"a": at(5)}
-        assert await holder(storage, "a") is None
-
-    async def test_insert_jobs_creates_all_in_one_go(self, storage: Storage) -> None:
-        jobs = [
-            NewJob(f"b{i}", "demo", "active", {"i": i}, at(i) if i % 2 else None) for i in range(50)
-        ]
-        await storage.insert_jobs(jobs)
-        env = await storage.read_state("b7")
-        assert env is not None and env.state == {"i": 7}
-        due = await storage.read_due_at([j.job_id for j in jobs])
-        assert due == {f"b{i}": at(i) for i in range(1, 50, 2)}
-        assert await storage.count_jobs(JobQuery()) == 50
-
-    async def test_insert_jobs_is_all_or_nothing(self, storage: Storage) -> None:
-        await new_job(storage, "taken", due=1)
-        batch = [NewJob(i, "demo", "active", {}, at(1)) for i in ("n1", "taken", "n2")]
-        with pytest.raises(DuplicateJobError) as info:
-            await storage.insert_jobs(batch)
-        assert info.value.job_id == "taken"
-        twice = [NewJob(i, "demo", "active", {}, at(1)) for i in ("n3", "n3")]
-        with pytest.raises(DuplicateJobError):
-            await storage.insert_jobs(twice)
-        assert await storage.count_jobs(JobQuery()) == 1
-
-    async def test_insert_encoded_jobs_creates_all_in_one_go(self, storage: Storage) -> None:
-        # More jobs than one SQLite statement binds (32,766 parameters, 5 a job).
-        texts = [f'{{"i":{i},"s":"caf\u00e9 \\\\ \\"q\\""}}' for i in range(7000)]
-        rows: list[NewJobRow] = [
-            (f"e{i:05}", "demo", "active", texts[i], to_us(at(i)) if i % 3 else None)
-            for i in range(7000)
-        ]
-        await storage.insert_encoded_jobs(rows)
-        assert await storage.count_jobs(JobQuery()) == 7000
-        env = await storage.read_state("e06999")
-        assert env is not None and env.state == {"i": 6999, "s": 'caf\u00e9 \\ "q"'}
-        assert (env.job_type, env.stage) == ("demo", "active")
-        due = await storage.read_due_at([r[0] for r in rows])
-        assert due == {f"e{i:05}": at(i) for i in range(7000) if i % 3}
-        etags = {e.etag for e in await storage.list_jobs(JobQuery(limit=7000))}
-        assert len(etags) == 7000 and all(0 <= e < 2**62 for e in etags)
-
-    @pytest.mark.parametrize("where", [0, 6999])
-    async def test_insert_encoded_jobs_is_all_or_nothing(
-        self, storage: Storage, where: int
-    ) -> None:
-        """A duplicate anywhere (in the first or last SQLite statement of the call) names
-        the first id, in the caller's order, that exists or came before, and inserts none."""
-        await new_job(storage, "taken", due=1)
-        rows: list[NewJobRow] = [(f"x{i:05}", "demo", "active", "{}", None) for i in range(7000)]
-        rows[6998] = ("x00003", "demo", "active", "{}", None)  # twice
-        rows[where] = ("taken", "demo", "active", "{}", to_us(at(2)))
-        with pytest.raises(DuplicateJobError) as info:
-            await storage.insert_encoded_jobs(rows)
-        assert info.value.job_id == ("taken" if where == 0 else "x00003")
-        assert await storage.count_jobs(JobQuery()) == 1
-        assert await storage.read_due_at(["taken"]) == {"taken": at(1)}
-        twice = [("y", "demo", "active", "{}", None), ("y", "demo", "active", "{}", None)]
-        with pytest.raises(DuplicateJobError) as info:
-            await storage.insert_encoded_jobs(twice)
-        assert info.value.job_id == "y"
-        assert await storage.count_jobs(JobQuery()) == 1
-
-    async def test_overdue_lists_due_jobs_no_silo_holds(self, storage: Storage) -> None:
-        for i in range(5):
-            await new_job(storage, f"o{i}", due=i)
-        await new_job(storage, "later", due=100)
-        await storage.register_silo(SiloInfo("s1", "h", 1, at(0), at(0)))
-        await claim(storage, now=10, until=10, limit=1, lease=50)  # s1 takes o0 until 60
-        count, oldest = await storage.overdue(at(4), limit=2)
-        assert count == 3  # o1, o2, o3: due before 4 and free
-        assert oldest == [("o1", at(1)), ("o2", at(2))]
-        assert (await storage.overdue(at(0)))[0] == 0
-        store_time(60)  # s1's lease has lapsed: o0 is overdue too
-        assert (await storage.overdue(at(4)))[0] == 4
-
-    async def test_run_counts_by_bucket_and_stage(self, storage: Storage) -> None:
-        await new_job(storage, "r", due=None)
-        claim = await take(storage, "r")
-        ended = [
-            RunRecord(f"r{i}", "r", "demo", stage, 1, at(i), at(i), at(i * 20), "s", {})
-            for i, stage in enumerate(["completed", "failed", "completed", "completed"])
-        ]
-        runs = (*ended, RunRecord("open", "r", "demo", "running", 1, at(0), at(0), None, "s", {}))
-        change = GrainWrite(claim.lease, claim.envelope.etag, "demo", "active", {}, None, runs)
-        assert (await storage.commit([change]))[0].ok
-        counts = await storage.run_counts(at(10), timedelta(seconds=60))
-        assert counts == [(at(0), "completed", 1), (at(0), "failed", 1), (at(60), "completed", 1)]
-
-    async def test_schema_versions_are_increasing(self, storage: Storage) -> None:
-        versions = [v for v, _ in await storage.schema_versions()]
-        assert versions == sorted(set(versions))
-        assert all(v >= 1 for v in versions)
-
-    async def test_insert_without_reminder_has_no_due_at(self, storage: Storage) -> None:
-        await new_job(storage, "a", due=None)
-        assert await storage.read_due_at(["a"]) == {}
-        assert await next_due(storage) is None
-
-    async def test_duplicate_insert_is_refused_and_keeps_the_original(
-        self, storage: Storage
-    ) -> None:
-        etag = await new_job(storage, "a", due=5, state={"v": "first"})
-        with pytest.raises(DuplicateJobError) as info:
-            await new_job(storage, "a", due=1, state={"v": "second"})
-        assert info.value.job_id == "a"
-        env = await storage.read_state("a")
-        assert env is not None
-        assert env.state == {"v": "first"}
-        assert env.etag == etag
-        assert await storage.read_due_at(["a"]) == {"a": at(5)}
-
-    async def test_etags_are_new_on_every_write_and_after_recreation(
-        self, storage: Storage
-    ) -> None:
-        seen = {await new_job(storage, "a")}
-        c = await take(storage, "a")
-        token, etag = c.lease, c.envelope.etag
-        for i in range(5):
-            [result] = await storage.commit([write((token, etag), {"i": i})])
-            assert result.ok
-            assert result.etag is not None
-            etag = result.etag
-            seen.add(etag)
-        [gone] = await storage.commit([write((token, etag), delete=True)])
-        assert gone.ok
-        seen.add(await new_job(storage, "a"))
-        assert len(seen) == 7
-
-    # -- commit ---------------------------------------------------------------------
-
-    async def test_commit_replaces_state_stage_and_reminder(self, storage: Storage) -> None:
-        await new_job(storage, "a", due=0)
-        c = await take(storage, "a")
-        [result] = await storage.commit([write(c, {"n": 7}, due=60, stage="paused")])
-        assert result.ok
-        assert result.job_id == "a"
-        assert result.etag != c.envelope.etag
-        env = await storage.read_state("a")
-        assert env is not None
-        assert (env.state, env.stage, env.etag) == (
-            {"n": 7},
-            "paused",
-            result.etag,
-        )
-        assert await storage.read_due_at(["a"]) == {"a": at(60)}
-        [cleared] = await storage.commit([write((c.lease, result.etag or 0), due=None)])
-        assert cleared.ok
-        assert await storage.read_due_at(["a"]) == {}
-        assert await holder(storage, "a", 1) == c.lease  # no release asked
-
-    async def test_commit_with_a_stale_etag_conflicts_carrying_both_etags(
-        self, storage: Storage
-    ) -> None:
-        etag = await new_job(storage, "a", state={"n": 0})
-        c = await take(storage, "a")
-        [result] = await storage.commit([write((c.lease, etag + 1), {"n": 9}, due=99)])
-        assert not result.ok
-        assert result.etag is None
-        assert isinstance(result.error, EtagConflictError)
-        assert (result.error.job_id, result.error.expected, result.error.actual) == (
-            "a", etag + 1, etag,
-        )  # fmt: skip
-        env = await storage.read_state("a")
-        assert env is not None
-        assert env.state == {"n": 0}
-        assert env.etag == etag
-        assert await storage.read_due_at(["a"]) == {"a": at(0)}
-
-    async def test_a_write_under_an_old_epoch_is_fenced_off(self, storage: Storage) -> None:
-        etag = await new_job(storage, "a", state={"n": 0})
-        old = await take(storage, "a", silo="s1", now=0)  # lease until 30
-        new = await take(storage, "a", silo="s2", now=30)
-        assert (old.lease.epoch, new.lease.epoch) == (1, 2)
-        [refused] = await storage.commit(
-            [write(old, {"n": 666}, due=5, runs=(run("r1", "a", 0),), release=True)]
-        )
-        assert isinstance(refused.error, LeaseLostError)
-        assert (refused.error.job_id, refused.error.silo_id, refused.error.epoch) == ("a", "s1", 1)
-        env = await storage.read_state("a")
-        assert env is not None
-        assert env.state == {"n": 0}
-        assert env.etag == etag
-        assert await storage.read_run("r1") is None
-        assert await holder(storage, "a", 31) == new.lease
-        [ok] = await storage.commit([write(new, {"n": 1})])
-        assert ok.ok
-
-    async def test_a_write_by_another_silo_with_the_right_epoch_is_fenced_off(
-        self, storage: Storage
-    ) -> None:
-        await new_job(storage, "a")
-        c = await take(storage, "a", silo="s1")
-        forged = LeaseToken("a", "s2", c.lease.epoch)
-        [result] = await storage.commit([write((forged, c.envelope.etag))])
-        assert isinstance(result.error, LeaseLostError)
-
-    async def test_commit_to_a_deleted_job_conflicts_with_actual_none(
-        self, storage: Storage
-    ) -> None:
-        await new_job(storage, "a")
-        c = await take(storage, "a")
-        [deleted] = await storage.commit([write(c, delete=True)])
-        assert deleted.ok
-        [late] = await storage.commit([write(c)])
-        assert isinstance(late.error, EtagConflictError)
-        assert (late.error.expected, late.error.actual) == (c.envelope.etag, None)
-        assert await storage.read_state("a") is None
-
-    async def test_one_refused_write_does_not_stop_the_others(self, storage: Storage) -> None:
-        for job_id in ("a", "b", "c"):
-            await new_job(storage, job_id)
-        claims = {c.envelope.job_id: c for c in await claim(storage)}
-        stale = (claims["b"].lease, claims["b"].envelope.etag ^ 1)
-        results = await storage.commit(
-            [
-                write(claims["a"], {"n": "a"}),
-                write(stale, {"n": "b"}),
-                write(claims["c"], {"n": "c"}),
-            ]
-        )
-        assert [r.job_id for r in results] == ["a", "b", "c"]
-        assert [r.ok for r in results] == [True, False, True]
-        assert isinstance(results[1].error, EtagConflictError)
-        states = {j: (await storage.read_state(j)) for j in "abc"}
-        assert {j: e.state for j, e in states.items() if e} == {
-            "a": {"n": "a"}, "b": {"n": 0}, "c": {"n": "c"},
-        }  # fmt: skip
-
-    async def test_two_writes_to_one_job_in_a_batch_apply_in_order(self, storage: Storage) -> None:
-        await new_job(storage, "a")
-        c = await take(storage, "a")
-        first, second = await storage.commit([write(c, {"n": 1}), write(c, {"n": 2})])
-        assert first.ok
-        assert isinstance(second.error, EtagConflictError)
-        assert second.error.actual == first.etag
-        env = await storage.read_state("a")
-        assert env is not None
-        assert env.state == {"n": 1}
-        released, late = await storage.commit(
-            [write((c.lease, env.etag), {"n": 3}, release=True), write((c.lease, env.etag))]
-        )
-        assert released.ok
-        assert isinstance(late.error, LeaseLostError)  # the first write let the lease go
-
-    async def test_a_value_that_is_not_json_fails_the_whole_call(self, storage: Storage) -> None:
-        await new_job(storage, "a")
-        await new_job(storage, "b")
-        ca, cb = await claim(storage)
-        with pytest.raises(ValueError, match=r"JSON|json|serializable"):
-            await storage.commit([write(ca, {"n": 5}), write(cb, {"bad": {1, 2}})])
-        env = await storage.read_state("a")
-        assert env is not None
-        assert env.state == {"n": 0}
-        assert env.etag == ca.envelope.etag
-
-    async def test_commit_with_delete_removes_everything_of_the_job(self, storage: Storage) -> None:
-        await new_job(storage, "a", due=0)
-        await new_job(storage, "b", due=0)
-        msg = await storage.post_control("a", {"op": "cancel"}, at(0))
-        ca, cb = sorted(await claim(storage), key=lambda c: c.envelope.job_id)
-        assert (ca.envelope.job_id, cb.envelope.job_id) == ("a", "b")
-        [kept] = await storage.commit([write(ca, due=50, runs=(run("ra", "a", 0),))])
-        await storage.commit([write(cb, runs=(run("rb", "b", 0),))])
-        [gone] = await storage.commit([write((ca.lease, kept.etag or 0), delete=True)])
-        assert gone.ok
-        assert gone.etag is None
-        assert await storage.read_state("a") is None
-        assert await storage.read_due_at(["a"]) == {}
-        assert await holder(storage, "a", 1) is None
-        assert await storage.control_pending([msg]) == set()
-        assert await storage.read_runs("a") == []
-        assert await storage.read_run("ra") is None
-        assert await storage.count_jobs(JobQuery()) == 1
-        assert await storage.read_run("rb") is not None  # the other job is untouched
-        await new_job(storage, "a", due=1)  # the id is free again
-        assert [c.envelope.job_id for c in await claim(storage, until=1)] == ["a"]
-
-    async def test_commit_can_release_the_lease(self, storage: Storage) -> None:
-        await new_job(storage, "a")
-        c = await take(storage, "a", silo="s1")
-        [result] = await storage.commit([write(c, due=100, release=True)])
-        assert result.ok
-        assert await holder(storage, "a", 1) is None
-        taken = await storage.acquire_lease("a", "s2", secs(30))
-        assert taken is not None
-        assert taken[0] == LeaseToken("a", "s2", 2)
-        assert taken[1].etag == result.etag
-
-    async def test_commit_acks_only_the_named_messages_of_the_job(self, storage: Storage) -> None:
-        await new_job(storage, "a", due=None)
-        await new_job(storage, "b", due=None)
-        m1 = await storage.post_control("a", {"op": "pause"}, at(0))
-        m2 = await storage.post_control("a", {"op": "resume"}, at(0))
-        mb = await storage.post_control("b", {"op": "cancel"}, at(0))
-        c = await take(storage, "a")
-        assert [m.msg_id for m in c.control] == [m1, m2]
-        [result] = await storage.commit([write(c, ack=(m1, mb))])
-        assert result.ok
-        assert await storage.control_pending([m1, m2, mb]) == {m2, mb}
-
-    async def test_an_empty_commit_returns_nothing(self, storage: Storage) -> None:
-        assert await storage.commit([]) == []
 
     # -- claim_due ------------------------------------------------------------------
 
