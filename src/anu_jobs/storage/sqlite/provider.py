@@ -177,7 +177,7 @@ class SqliteStorage(Storage):
         loop = asyncio.get_running_loop()
 
         def main_version() -> int:
-            return int(conn.execute("PRAGMA data_version").fetchone()[0])
+            return _data_version(conn)
 
         try:
             watch = await loop.run_in_executor(executor, self._watch_connection)
