@@ -13,8 +13,11 @@ from typing import Any
 
 from anu_jobs import Job, JobContext, Once, RetryPolicy, RunStage, SiloBuilder
 from anu_jobs.grain.state import run_id_for
+from anu_jobs.runtime.runtime import _Slots
 from anu_jobs.testing import FakeClock
 from tests.conftest import SiloFactory, eventually, settle
+from tests.unit.test_armed import Holds
+from tests.unit.test_lifecycle import _stage
 
 
 class Together(Job):
@@ -42,14 +45,6 @@ class Waits(Job):
         ctx.cancellation.raise_if_cancelled()
 
 
-class Holds(Job):
-    release: asyncio.Event | None = None
-
-    async def execute(self, ctx: JobContext) -> None:
-        assert Holds.release is not None
-        await Holds.release.wait()
-
-
 class Echo(Job):
     params_seen: list[Any] = []
 
@@ -75,6 +70,21 @@ async def _armed(silo: Any, job_ids: list[str]) -> None:
 
     await eventually(all_armed, "the attempts to be armed in the store")
     await settle()
+
+
+async def _armed_once(
+    silo: Any, clock: FakeClock, job: type[Job], job_id: str, **kwargs: Any
+) -> datetime:
+    """Schedule ``job_id`` once, 300 ms from now (within the lookahead), and wait for its
+    attempt to be armed; return its time."""
+    at = clock.now() + timedelta(milliseconds=300)
+    await silo.client.schedule(job, job_id=job_id, trigger=Once(at=at), **kwargs)
+    await _armed(silo, [job_id])
+    return at
+
+
+def _one_slot(builder: SiloBuilder) -> SiloBuilder:
+    return builder.use_concurrency(1)
 
 
 async def test_attempts_due_at_one_instant_all_start_before_any_is_recorded(
@@ -108,9 +118,7 @@ async def test_a_launched_attempt_is_recorded_running_and_can_be_cancelled(
     make_silo: SiloFactory, clock: FakeClock
 ) -> None:
     async with make_silo(Waits) as silo:
-        at = clock.now() + timedelta(milliseconds=300)
-        await silo.client.schedule(Waits, job_id="w", trigger=Once(at=at))
-        await _armed(silo, ["w"])
+        at = await _armed_once(silo, clock, Waits, "w")
         await clock.advance(0.3)
         await eventually(lambda: Waits.contexts, "the job's code to start")
 
@@ -138,16 +146,10 @@ async def test_with_no_slot_free_at_its_time_the_attempt_starts_the_usual_way(
     make_silo: SiloFactory, clock: FakeClock
 ) -> None:
     Holds.release = asyncio.Event()
-
-    def one_slot(builder: SiloBuilder) -> SiloBuilder:
-        return builder.use_concurrency(1)
-
-    async with make_silo(Holds, Echo, configure=one_slot) as silo:
+    async with make_silo(Holds, Echo, configure=_one_slot) as silo:
         await silo.client.schedule(Holds, job_id="hold", trigger=Once(at=clock.now()))
         await eventually(lambda: "hold" in silo.runtime._busy, "the hold to run")
-        at = clock.now() + timedelta(milliseconds=300)
-        await silo.client.schedule(Echo, job_id="e", trigger=Once(at=at), params={"n": 1})
-        await _armed(silo, ["e"])
+        await _armed_once(silo, clock, Echo, "e", params={"n": 1})
         await clock.advance(0.3)
         await settle()
         assert Echo.params_seen == []  # waiting for the slot, not started
@@ -166,9 +168,7 @@ async def test_params_replaced_after_the_arm_are_the_ones_the_attempt_sees(
     make_silo: SiloFactory, clock: FakeClock
 ) -> None:
     async with make_silo(Echo) as silo:
-        at = clock.now() + timedelta(milliseconds=300)
-        await silo.client.schedule(Echo, job_id="e", trigger=Once(at=at), params={"n": 1})
-        await _armed(silo, ["e"])
+        at = await _armed_once(silo, clock, Echo, "e", params={"n": 1})
         await silo.client.schedule(
             Echo, job_id="e", trigger=Once(at=at), params={"n": 2}, replace=True
         )
@@ -184,9 +184,7 @@ async def test_a_silo_stopping_as_it_launches_records_the_attempt_interrupted(
 ) -> None:
     at: datetime
     async with make_silo(Waits) as silo:
-        at = clock.now() + timedelta(milliseconds=300)
-        await silo.client.schedule(Waits, job_id="w", trigger=Once(at=at))
-        await _armed(silo, ["w"])
+        at = await _armed_once(silo, clock, Waits, "w")
         await clock.advance(0.3)
         await eventually(lambda: Waits.contexts, "the job's code to start")
     # The silo stopped with the attempt running: on record as interrupted, to run again.
@@ -207,8 +205,6 @@ async def test_a_silo_stopping_as_it_launches_records_the_attempt_interrupted(
 
 
 async def test_the_silos_slots_are_taken_at_once_or_waited_for_in_order() -> None:
-    from anu_jobs.runtime.runtime import _Slots
-
     slots = _Slots(1)
     assert slots.try_take() and not slots.try_take()
     order: list[str] = []
@@ -231,8 +227,6 @@ async def test_the_silos_slots_are_taken_at_once_or_waited_for_in_order() -> Non
 
 
 async def test_a_slot_handed_to_a_waiter_cancelled_before_it_ran_passes_on() -> None:
-    from anu_jobs.runtime.runtime import _Slots
-
     slots = _Slots(1)
     assert slots.try_take()
     got: list[str] = []
@@ -275,12 +269,10 @@ async def test_a_launched_attempt_that_fails_is_retried_the_usual_way(
 ) -> None:
     FailsOnce.attempts = []
     async with make_silo(FailsOnce) as silo:
-        at = clock.now() + timedelta(milliseconds=300)
-        await silo.client.schedule(FailsOnce, job_id="f", trigger=Once(at=at))
-        await _armed(silo, ["f"])
+        at = await _armed_once(silo, clock, FailsOnce, "f")
         await clock.advance(0.3)
         await eventually(lambda: FailsOnce.attempts == [1], "the first attempt")
-        await eventually(lambda: _stage_of(silo, "f") == "retrying", "the retry to be planned")
+        await eventually(lambda: _stage(silo, "f", "retrying"), "the retry to be planned")
         await clock.advance(1)
         run = await silo.client.wait("f", timeout=5)
     assert FailsOnce.attempts == [1, 2]
@@ -292,16 +284,8 @@ async def test_a_plain_def_job_is_launched_on_the_dot_in_the_executor(
 ) -> None:
     Blocking.threads = []
     async with make_silo(Blocking) as silo:
-        at = clock.now() + timedelta(milliseconds=300)
-        await silo.client.schedule(Blocking, job_id="b", trigger=Once(at=at))
-        await _armed(silo, ["b"])
+        at = await _armed_once(silo, clock, Blocking, "b")
         await clock.advance(0.3)
         run = await silo.client.wait("b", timeout=5)
     assert len(Blocking.threads) == 1 and Blocking.threads[0] != "MainThread"
     assert run.stage is RunStage.COMPLETED and run.attempt == 1 and run.started_at == at
-
-
-def _stage_of(silo: Any, job_id: str) -> str | None:
-    act = silo.runtime.activations.get(job_id)
-    st = act.logic.state if act is not None else None
-    return st.run.stage.value if st is not None and st.run is not None else None
