@@ -78,23 +78,100 @@ class Clock(ABC):
         await self.sleep_until(self.now() + timedelta(seconds=seconds))
 
 
-class _LoopTimer(TimerHandle):
-    __slots__ = ("_handle",)
+class _Timer(TimerHandle):
+    """One callback of an :class:`_Instant`; ``instant`` is None once it ran or was
+    cancelled."""
 
-    def __init__(self, handle: asyncio.TimerHandle) -> None:
-        self._handle = handle
+    __slots__ = ("callback", "instant")
+
+    def __init__(self, callback: Callable[[], None], instant: _Instant) -> None:
+        self.callback = callback
+        self.instant: _Instant | None = instant
 
     def cancel(self) -> None:
-        self._handle.cancel()
+        instant = self.instant
+        if instant is not None:
+            self.instant = None
+            instant.live -= 1
+            if instant.live == 0:
+                instant.drop()
+
+
+class _Instant:
+    """The timers of one event loop due at one instant, run by one timer of the loop:
+    a thousand jobs due at the same second cost the loop's heap one entry, not a
+    thousand, and start one after the other in one pass (in the order they were set)."""
+
+    __slots__ = ("handle", "key", "live", "loop", "table", "timers")
+
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, table: dict[datetime, _Instant], key: datetime
+    ) -> None:
+        self.loop = loop
+        self.table = table
+        self.key = key
+        self.timers: list[_Timer] = []
+        self.live = 0
+        self.handle: asyncio.TimerHandle | None = None
+
+    def drop(self) -> None:
+        """Every timer was cancelled: the loop's timer goes too."""
+        if self.table.get(self.key) is self:
+            del self.table[self.key]
+        if self.handle is not None:
+            self.handle.cancel()
+            self.handle = None
+
+    def fire(self) -> None:
+        if self.table.get(self.key) is self:
+            del self.table[self.key]  # a timer set now for this instant runs next pass
+        self.handle = None
+        for timer in self.timers:
+            if timer.instant is not self:
+                continue  # cancelled
+            timer.instant = None
+            try:
+                timer.callback()
+            except (SystemExit, KeyboardInterrupt):
+                raise
+            except BaseException as exc:
+                # As the loop reports an exception of a callback of its own: the
+                # callbacks after it still run.
+                self.loop.call_exception_handler(
+                    {
+                        "message": f"Exception in timer callback {timer.callback!r}",
+                        "exception": exc,
+                    }
+                )
+        self.timers = []
 
 
 class SystemClock(Clock):
-    """The wall clock, with timers on the running event loop (millisecond precision)."""
+    """The wall clock, with timers on the running event loop (millisecond precision).
+
+    Timers due at the same instant share one timer of the loop (see :class:`_Instant`).
+    """
+
+    def __init__(self) -> None:
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._instants: dict[datetime, _Instant] = {}
 
     def now(self) -> datetime:
         return datetime.now(UTC)
 
     def call_at(self, when: datetime, callback: Callable[[], None]) -> TimerHandle:
         loop = asyncio.get_running_loop()
-        delay = (when - datetime.now(UTC)).total_seconds()
-        return _LoopTimer(loop.call_at(loop.time() + max(delay, 0.0), callback))
+        if loop is not self._loop:
+            # Another loop (tests run several in turn): instants of the old one keep
+            # their own table.
+            self._loop, self._instants = loop, {}
+        table = self._instants
+        instant = table.get(when)
+        if instant is None:
+            instant = table[when] = _Instant(loop, table, when)
+            delay = (when - datetime.now(UTC)).total_seconds()
+            instant.handle = loop.call_at(loop.time() + max(delay, 0.0), instant.fire)
+        timer = _Timer(callback, instant)
+        instant.timers.append(timer)
+        instant.live += 1
+        return timer
