@@ -5,6 +5,7 @@ calls ``datetime.now()`` or ``time.time()`` itself, so tests can drive time
 from __future__ import annotations
 
 import asyncio
+import gc
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -126,6 +127,16 @@ class _Instant:
         if self.table.get(self.key) is self:
             del self.table[self.key]  # a timer set now for this instant runs next pass
         self.handle = None
+        paused = len(self.timers) > 16 and gc.isenabled()
+        if paused:
+            gc.disable()
+        try:
+            self._run()
+        finally:
+            if paused:
+                gc.enable()
+
+    def _run(self) -> None:
         for timer in self.timers:
             if timer.instant is not self:
                 continue  # cancelled
