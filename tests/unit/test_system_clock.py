@@ -126,3 +126,35 @@ async def test_many_timers_at_one_instant_all_run(n: int) -> None:
         h.cancel()
     await asyncio.sleep(0.05)
     assert ran == list(range(1, n, 2))
+
+
+async def test_many_timers_of_one_instant_run_with_the_collector_paused() -> None:
+    import gc
+
+    clock = SystemClock()
+    at = clock.now() + timedelta(milliseconds=5)
+    seen: list[bool] = []
+    for _ in range(17):
+        clock.call_at(at, lambda: seen.append(gc.isenabled()))
+    clock.call_at(at + timedelta(milliseconds=1), lambda: seen.append(gc.isenabled()))
+    assert gc.isenabled()
+    await asyncio.sleep(0.03)
+    assert seen == [False] * 17 + [True]  # a lone timer runs with the collector on
+    assert gc.isenabled()
+
+
+async def test_a_collector_the_application_disabled_stays_disabled() -> None:
+    import gc
+
+    clock = SystemClock()
+    at = clock.now() + timedelta(milliseconds=5)
+    ran: list[int] = []
+    for i in range(20):
+        clock.call_at(at, functools.partial(ran.append, i))
+    gc.disable()
+    try:
+        await asyncio.sleep(0.03)
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+    assert ran == list(range(20))
