@@ -5,10 +5,11 @@ calls ``datetime.now()`` or ``time.time()`` itself, so tests can drive time
 from __future__ import annotations
 
 import asyncio
-import gc
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+
+from anu_jobs._gc import collector_paused
 
 __all__ = ["Clock", "SystemClock", "TimerHandle", "ensure_utc"]
 
@@ -127,14 +128,8 @@ class _Instant:
         if self.table.get(self.key) is self:
             del self.table[self.key]  # a timer set now for this instant runs next pass
         self.handle = None
-        paused = len(self.timers) > 16 and gc.isenabled()
-        if paused:
-            gc.disable()
-        try:
+        with collector_paused(len(self.timers)):
             self._run()
-        finally:
-            if paused:
-                gc.enable()
 
     def _run(self) -> None:
         for timer in self.timers:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from anu_jobs._gc import collector_paused
 from anu_jobs.clock import Clock
 from anu_jobs.runtime.activation import Activation
 from anu_jobs.runtime.grain import GrainFactory
@@ -279,8 +280,9 @@ class SiloRuntime:
 
     def _settle_owing(self) -> None:
         owing, self._owing = self._owing, []
-        for act in owing:
-            act.settle()
+        with collector_paused(len(owing)):
+            for act in owing:
+                act.settle()
 
     def note_busy(self, act: Activation, busy: bool) -> None:
         if busy:

@@ -6,6 +6,7 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING
 
+from anu_jobs._gc import collector_paused
 from anu_jobs.storage.base import GrainWrite, Storage
 
 if TYPE_CHECKING:
@@ -67,10 +68,11 @@ class WriteBatcher:
                 for job_id in list(self._queue)[: self._max_batch]:
                     batch.append(self._queue.pop(job_id))
                 pairs: list[tuple[Activation, GrainWrite]] = []
-                for act in batch:
-                    write = act.build_write()
-                    if write is not None:
-                        pairs.append((act, write))
+                with collector_paused(len(batch)):  # the writes outlive the pass
+                    for act in batch:
+                        write = act.build_write()
+                        if write is not None:
+                            pairs.append((act, write))
                 if not pairs:
                     continue
                 try:
@@ -86,10 +88,11 @@ class WriteBatcher:
                 backoff = 0.05
                 self.commits += 1
                 self.writes += len(pairs)
-                for (act, write), result in zip(pairs, results, strict=True):
-                    try:
-                        act.write_done(write, result)
-                    except Exception:
-                        log.exception("job %s: handling its write result failed", act.job_id)
+                with collector_paused(len(pairs)):
+                    for (act, write), result in zip(pairs, results, strict=True):
+                        try:
+                            act.write_done(write, result)
+                        except Exception:
+                            log.exception("job %s: handling its write result failed", act.job_id)
             if not self._queue:
                 self._idle.set()
