@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -72,8 +73,6 @@ def test_every_record_arrives_from_threads_forks_and_a_killed_sender(tmp_path: P
 def test_a_burst_of_records_does_not_wait_for_the_reader(tmp_path: Path) -> None:
     """Records while nobody reads: they wait in the connection's buffer (at least 50 fit
     in the smallest; a datagram socket blocks its sender after 10)."""
-    import socket
-
     path = str(tmp_path / "idle.sock")
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(path)
