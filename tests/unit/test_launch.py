@@ -204,18 +204,18 @@ async def test_a_silo_stopping_as_it_launches_records_the_attempt_interrupted(
     assert run.stage is RunStage.CANCELLED
 
 
+async def _enter(slots: _Slots, name: str, entered: list[str]) -> None:
+    async with slots:
+        entered.append(name)
+
+
 async def test_the_silos_slots_are_taken_at_once_or_waited_for_in_order() -> None:
     slots = _Slots(1)
     assert slots.try_take() and not slots.try_take()
     order: list[str] = []
-
-    async def wait_for_one(name: str) -> None:
-        async with slots:
-            order.append(name)
-
-    first = asyncio.create_task(wait_for_one("first"))
-    cancelled = asyncio.create_task(wait_for_one("cancelled"))
-    second = asyncio.create_task(wait_for_one("second"))
+    first = asyncio.create_task(_enter(slots, "first", order))
+    cancelled = asyncio.create_task(_enter(slots, "cancelled", order))
+    second = asyncio.create_task(_enter(slots, "second", order))
     await settle()
     cancelled.cancel()
     await settle()
@@ -230,13 +230,8 @@ async def test_a_slot_handed_to_a_waiter_cancelled_before_it_ran_passes_on() -> 
     slots = _Slots(1)
     assert slots.try_take()
     got: list[str] = []
-
-    async def wait_for_one(name: str) -> None:
-        async with slots:
-            got.append(name)
-
-    handed = asyncio.create_task(wait_for_one("handed"))
-    after = asyncio.create_task(wait_for_one("after"))
+    handed = asyncio.create_task(_enter(slots, "handed", got))
+    after = asyncio.create_task(_enter(slots, "after", got))
     await settle()
     slots.give()  # to `handed`, which is cancelled before it can run
     handed.cancel()
