@@ -7,7 +7,7 @@ import builtins
 import contextlib
 import logging
 import uuid
-from collections.abc import Callable, Generator, Iterable, Sequence
+from collections.abc import Generator, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from types import ModuleType, TracebackType
@@ -36,12 +36,11 @@ from anu_jobs.grain import (
 )
 from anu_jobs.grain.state import STATE_ERRORS
 from anu_jobs.hosting._bulk import MAX_JOB_ID, ChunkBuilder, check_job_id
+from anu_jobs.hosting._passive import apply_passive
 from anu_jobs.model import Job, JobRegistry, validate_params
-from anu_jobs.runtime.grain import GrainHost
 from anu_jobs.storage import open_storage
 from anu_jobs.storage.base import (
     ControlMessage,
-    GrainWrite,
     JobQuery,
     LeaseToken,
     Notice,
@@ -112,38 +111,6 @@ class JobSpec:
     trigger: Trigger | Sequence[Trigger] | None = None
     misfire: MisfirePolicy | None = None
     overlap: str | None = None
-
-
-class _PassiveHost(GrainHost):
-    """The host of a grain that a client activates for one request: no timers, no tasks."""
-
-    def __init__(self, job_id: str, silo_id: str, clock: Clock, epoch: int) -> None:
-        self.job_id = job_id
-        self.silo_id = silo_id
-        self.clock = clock
-        self.epoch = epoch
-
-    @property
-    def accepting(self) -> bool:
-        return False
-
-    def save(self) -> asyncio.Future[None]:
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        fut.set_result(None)
-        return fut
-
-    def reschedule(self) -> None:
-        return None
-
-    def spawn(self, coro: Any, name: str) -> asyncio.Task[None]:
-        coro.close()
-        raise RuntimeError("a passive grain runs no job code")
-
-    def run_slot(self) -> Any:
-        raise RuntimeError("a passive grain runs no job code")
-
-    def turn(self, fn: Callable[[], None]) -> None:
-        fn()
 
 
 class JobClient:
@@ -417,33 +384,9 @@ class JobClient:
         body: dict[str, Any],
     ) -> None:
         """Apply a request to a job no silo holds, as a short-lived passive activation."""
-        host = _PassiveHost(env.job_id, token.silo_id, self.clock, token.epoch)
-        grain = JobGrain(host, env, self.registry, passive=True)
-        grain.on_activate(msgs)
-        grain.on_control(body)
-        snap = grain.snapshot()
-        write = GrainWrite(
-            lease=token,
-            expected_etag=env.etag,
-            job_type=env.job_type,
-            stage=snap.stage,
-            state=snap.state,
-            due_at=snap.due_at,
-            runs=snap.runs,
-            ack_control=tuple(m.msg_id for m in msgs),
-            release=True,
+        notices = await apply_passive(
+            self.storage, self.registry, self.clock, token, env, msgs, body
         )
-        try:
-            (result,) = await self.storage.commit([write])
-        except BaseException:
-            # Hand the lease back rather than leave the job stuck until it expires.
-            with contextlib.suppress(Exception):
-                await self.storage.release_leases([token])
-            raise
-        if result.error is not None:
-            raise result.error
-        notices = [Notice("due", env.job_id, snap.due_at)]
-        notices.extend(Notice("run", env.job_id) for _ in snap.finished_runs[:1])
         await self._notify(*notices)
 
     async def _await_consumed(self, msg_id: int) -> None:
