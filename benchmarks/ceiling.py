@@ -31,6 +31,8 @@ import json
 import sqlite3
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +55,9 @@ _SCHEDULE_SCHEMA = (
     "CREATE INDEX {p}reminders_due ON {p}reminders (due_us, job_id)",
 )
 
+# A job the record loops may claim: not taken, and due.
+_FREE_JOB = "taken IS NULL AND due IS NOT NULL"
+
 _SQLITE_RECORD_SCHEMA = (
     "CREATE TABLE jobs (id INTEGER PRIMARY KEY, stage TEXT, state TEXT, due INTEGER,"
     " taken INTEGER)",
@@ -65,12 +70,38 @@ _SQLITE_RECORD_SCHEMA = (
 )
 
 
-def sqlite_ceiling(jobs: int, batch: int) -> float:
-    """Jobs per second through claim + ack transactions on a fresh SQLite file."""
+@contextmanager
+def _sqlite_file() -> Iterator[sqlite3.Connection]:
+    """A connection to a fresh SQLite file with anu-jobs' durability (WAL, full sync)."""
     with tempfile.TemporaryDirectory(prefix="anu-ceiling-") as tmp:
         conn = sqlite3.connect(Path(tmp) / "ceiling.db", isolation_level=None)
-        conn.execute("PRAGMA journal_mode = WAL")
-        conn.execute("PRAGMA synchronous = FULL")
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = FULL")
+            yield conn
+        finally:
+            conn.close()
+
+
+def _sqlite_claim(conn: sqlite3.Connection, table: str, free: str, batch: int) -> list[int]:
+    """Mark the next ``batch`` free rows of ``table`` taken, in one transaction."""
+    conn.execute("BEGIN IMMEDIATE")
+    ids = [
+        r[0]
+        for r in conn.execute(f"SELECT id FROM {table} WHERE {free} ORDER BY due LIMIT ?", (batch,))
+    ]
+    conn.executemany(f"UPDATE {table} SET taken = 1 WHERE id = ?", ((i,) for i in ids))
+    conn.execute("COMMIT")
+    return ids
+
+
+def _sqlite_count(conn: sqlite3.Connection, query: str) -> int:
+    return int(conn.execute(query).fetchone()[0])
+
+
+def sqlite_ceiling(jobs: int, batch: int) -> float:
+    """Jobs per second through claim + ack transactions on a fresh SQLite file."""
+    with _sqlite_file() as conn:
         conn.execute("CREATE TABLE q (id INTEGER PRIMARY KEY, due INTEGER, taken INTEGER)")
         conn.execute("CREATE INDEX q_due ON q (due) WHERE taken IS NULL")
         conn.execute("BEGIN")
@@ -79,22 +110,13 @@ def sqlite_ceiling(jobs: int, batch: int) -> float:
         t0 = time.perf_counter()
         done = 0
         while done < jobs:
-            conn.execute("BEGIN IMMEDIATE")
-            ids = [
-                r[0]
-                for r in conn.execute(
-                    "SELECT id FROM q WHERE taken IS NULL ORDER BY due LIMIT ?", (batch,)
-                )
-            ]
-            conn.executemany("UPDATE q SET taken = 1 WHERE id = ?", ((i,) for i in ids))
-            conn.execute("COMMIT")
+            ids = _sqlite_claim(conn, "q", "taken IS NULL", batch)
             conn.execute("BEGIN IMMEDIATE")
             conn.executemany("DELETE FROM q WHERE id = ?", ((i,) for i in ids))
             conn.execute("COMMIT")
             done += len(ids)
         seconds = time.perf_counter() - t0
-        _check_counts(jobs - conn.execute("SELECT count(*) FROM q").fetchone()[0], done, jobs)
-        conn.close()
+        _check_counts(jobs - _sqlite_count(conn, "SELECT count(*) FROM q"), done, jobs)
     return jobs / seconds
 
 
@@ -102,10 +124,7 @@ def sqlite_record_ceiling(jobs: int, batch: int) -> float:
     """Jobs per second through claim + record transactions on a fresh SQLite file: the
     claim marks the batch taken; the record rewrites each job's state, clears its due
     time and inserts its run."""
-    with tempfile.TemporaryDirectory(prefix="anu-ceiling-") as tmp:
-        conn = sqlite3.connect(Path(tmp) / "ceiling.db", isolation_level=None)
-        conn.execute("PRAGMA journal_mode = WAL")
-        conn.execute("PRAGMA synchronous = FULL")
+    with _sqlite_file() as conn:
         for statement in _SQLITE_RECORD_SCHEMA:
             conn.execute(statement)
         conn.execute("BEGIN")
@@ -117,17 +136,7 @@ def sqlite_record_ceiling(jobs: int, batch: int) -> float:
         t0 = time.perf_counter()
         done = 0
         while done < jobs:
-            conn.execute("BEGIN IMMEDIATE")
-            ids = [
-                r[0]
-                for r in conn.execute(
-                    "SELECT id FROM jobs WHERE taken IS NULL AND due IS NOT NULL"
-                    " ORDER BY due LIMIT ?",
-                    (batch,),
-                )
-            ]
-            conn.executemany("UPDATE jobs SET taken = 1 WHERE id = ?", ((i,) for i in ids))
-            conn.execute("COMMIT")
+            ids = _sqlite_claim(conn, "jobs", _FREE_JOB, batch)
             conn.execute("BEGIN IMMEDIATE")
             conn.executemany(
                 "UPDATE jobs SET stage = 'finished', state = ?, due = NULL, taken = NULL"
@@ -142,11 +151,10 @@ def sqlite_record_ceiling(jobs: int, batch: int) -> float:
             done += len(ids)
         seconds = time.perf_counter() - t0
         _check_counts(
-            conn.execute("SELECT count(*) FROM runs").fetchone()[0],
-            conn.execute("SELECT count(*) FROM jobs WHERE stage = 'finished'").fetchone()[0],
+            _sqlite_count(conn, "SELECT count(*) FROM runs"),
+            _sqlite_count(conn, "SELECT count(*) FROM jobs WHERE stage = 'finished'"),
             jobs,
         )
-        conn.close()
     return jobs / seconds
 
 
@@ -159,10 +167,7 @@ def _check_counts(first: int, second: int, jobs: int) -> None:
 def sqlite_schedule_ceiling(jobs: int) -> float:
     """Jobs per second inserted with their due times on a fresh SQLite file."""
     per = 500
-    with tempfile.TemporaryDirectory(prefix="anu-ceiling-") as tmp:
-        conn = sqlite3.connect(Path(tmp) / "ceiling.db", isolation_level=None)
-        conn.execute("PRAGMA journal_mode = WAL")
-        conn.execute("PRAGMA synchronous = FULL")
+    with _sqlite_file() as conn:
         for statement in _SCHEDULE_SCHEMA:
             conn.execute(statement.format(p="", rowid=" WITHOUT ROWID"))
         values = "(?, ?, ?, ?, ?)"
@@ -187,11 +192,10 @@ def sqlite_schedule_ceiling(jobs: int) -> float:
             conn.execute("COMMIT")
         seconds = time.perf_counter() - t0
         _check_counts(
-            conn.execute("SELECT count(*) FROM jobs").fetchone()[0],
-            conn.execute("SELECT count(*) FROM reminders").fetchone()[0],
+            _sqlite_count(conn, "SELECT count(*) FROM jobs"),
+            _sqlite_count(conn, "SELECT count(*) FROM reminders"),
             jobs,
         )
-        conn.close()
     return jobs / seconds
 
 
@@ -251,15 +255,7 @@ def postgres_ceiling(url: str, jobs: int, batch: int) -> float:
         done = 0
         try:
             while done < jobs:
-                ids = [
-                    r[0]
-                    for r in conn.execute(
-                        "UPDATE anu_ceiling SET taken = 1 WHERE id IN (SELECT id FROM anu_ceiling"
-                        " WHERE taken IS NULL ORDER BY due LIMIT %s FOR UPDATE SKIP LOCKED)"
-                        " RETURNING id",
-                        (batch,),
-                    )
-                ]
+                ids = _pg_claim(conn, "anu_ceiling", "taken IS NULL", batch)
                 conn.execute("DELETE FROM anu_ceiling WHERE id = ANY(%s)", (ids,))
                 done += len(ids)
             seconds = time.perf_counter() - t0
@@ -302,15 +298,7 @@ def postgres_record_ceiling(url: str, jobs: int, batch: int) -> float:
         done = 0
         try:
             while done < jobs:
-                ids = [
-                    r[0]
-                    for r in conn.execute(
-                        "UPDATE anu_ceiling_jobs SET taken = 1 WHERE id IN (SELECT id FROM"
-                        " anu_ceiling_jobs WHERE taken IS NULL AND due IS NOT NULL"
-                        " ORDER BY due LIMIT %s FOR UPDATE SKIP LOCKED) RETURNING id",
-                        (batch,),
-                    )
-                ]
+                ids = _pg_claim(conn, "anu_ceiling_jobs", _FREE_JOB, batch)
                 with conn.transaction():
                     conn.execute(
                         "UPDATE anu_ceiling_jobs SET stage = 'finished', state = %s,"
@@ -332,6 +320,18 @@ def postgres_record_ceiling(url: str, jobs: int, batch: int) -> float:
         finally:
             conn.execute("DROP TABLE IF EXISTS anu_ceiling_runs, anu_ceiling_jobs")
     return jobs / seconds
+
+
+def _pg_claim(conn: Any, table: str, free: str, batch: int) -> list[int]:
+    """Mark the next ``batch`` free rows of ``table`` taken, in one statement."""
+    return [
+        r[0]
+        for r in conn.execute(
+            f"UPDATE {table} SET taken = 1 WHERE id IN (SELECT id FROM {table} WHERE {free}"
+            " ORDER BY due LIMIT %s FOR UPDATE SKIP LOCKED) RETURNING id",
+            (batch,),
+        )
+    ]
 
 
 def _count(conn: Any, query: str) -> int:
