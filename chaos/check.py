@@ -168,6 +168,11 @@ def _summarize(data: SoakData, led: RunLedger, rep: Report, t: Tally) -> None:
         f"{t.worst_excess[0]:+.2f}s; in real time: worst {max(t.real, default=0.0):.2f}s, "
         f"earliest {min(t.real, default=0.0):+.2f}s"
     )
+    if t.early_after_step:
+        lines.append(
+            f"began early on a silo clock set back a moment before (launched on the clock "
+            f"before the step): {t.early_after_step}"
+        )
     if data.log_findings:
         lines.append("silo logs (not invariants; read them):")
         for msg, n in data.log_findings.most_common(12):

@@ -23,6 +23,9 @@ __all__ = ["fencing_held", "fires_ran", "one_terminal_record"]
 TERMINAL = frozenset({"completed", "failed", "compensated", "cancelled", "skipped"})
 #: how far a begin may precede its due time on the executing silo's own clock
 EARLY_TOLERANCE = 0.25
+#: a begin this soon after a clock was set may have been decided on the clock before it:
+#: a silo launches an attempt on the dot and its code begins a moment later
+STEP_WINDOW = 1.0
 
 
 class _Windows:
@@ -52,10 +55,17 @@ class _Windows:
         return self.deadline(due) == due + self.bound
 
 
+def _stepped_just_before(steps: list[float], wall: float) -> bool:
+    """Whether a silo's clock was set within :data:`STEP_WINDOW` before ``wall``."""
+    i = bisect.bisect_right(steps, wall)
+    return i > 0 and wall - steps[i - 1] <= STEP_WINDOW
+
+
 def fires_ran(data: SoakData, led: RunLedger, rep: Report, t: Tally) -> None:
     """1. Every due fire ran (or was skipped by a stated policy), on time."""
     cutoff = data.cutoff.timestamp()
     windows = _Windows(data.faults, data.recovery, data.late_bound)
+    steps = sorted(f.start for f in data.faults if f.kind == "clock")
     execs = led.execs
     expected: dict[str, tuple[PlannedJob, float]] = t.expected
     optional: set[str] = set()
@@ -100,6 +110,9 @@ def fires_ran(data: SoakData, led: RunLedger, rep: Report, t: Tally) -> None:
                 if e.attempt != 1:
                     continue  # later attempts run when a retry or a takeover says, not at due
                 if e.wall + e.offset < due - EARLY_TOLERANCE:
+                    if _stepped_just_before(steps, e.wall):
+                        t.early_after_step += 1
+                        continue
                     rep.violate(
                         "fire executed before its due time",
                         f"{rid}: attempt {e.attempt} began {due - e.wall:.2f}s early in real "

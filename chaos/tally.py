@@ -63,6 +63,7 @@ class Tally:
     clean_lateness: list[float] = field(default_factory=list)  # outside the fault windows
     worst: tuple[float, str] = (0.0, "")
     worst_excess: tuple[float, str] = (float("-inf"), "")
+    early_after_step: int = 0  # began early on a clock set a moment before
     # 2. the terminal records
     stages: Counter[str] = field(default_factory=Counter)
     dup_terminal: int = 0

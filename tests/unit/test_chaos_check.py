@@ -59,3 +59,36 @@ def test_a_freeze_of_the_first_compensating_silo_explains_a_second_compensation(
 def test_a_second_compensation_with_no_fault_is_a_violation() -> None:
     report = check(_data([]))
     assert "compensated more than once without a fault" in report.violations
+
+
+ONCE = run_id("once-1", AT)
+
+
+def _stepped(faults: list[FaultEvent]) -> SoakData:
+    """A one-time job whose attempt began 10 ms after its time in real time, on a silo
+    whose clock reads 0.38 s behind by then: 0.37 s early on that clock."""
+    ledger = [
+        Entry(T + 0.01, "begin", "execute", ONCE, 1, "silo-100", 100, "-", -0.38, "-"),
+        Entry(T + 0.2, "end", "execute", ONCE, 1, "silo-100", 100, "ok", -0.38, "-"),
+    ]
+    data = _data(faults)
+    data.planned = {"once-1": PlannedJob("once-1", "once", "Once", ("once", AT))}
+    data.job_stages = {"once-1": "finished"}
+    data.runs = {ONCE: StoredRun(ONCE, "once-1", "completed", 1, "silo-100", T, 1, ())}
+    data.ledger = ledger
+    return data
+
+
+def test_a_begin_early_on_a_clock_set_back_a_moment_before_is_explained() -> None:
+    step = FaultEvent("clock", T - 0.005, T - 0.005, None, "silo 1: +0.00s -> -0.38s")
+    report = check(_stepped([step]))
+    assert "fire executed before its due time" not in report.violations
+    assert any("set back a moment before" in line and line.endswith(": 1") for line in report.lines)
+
+
+def test_a_begin_early_on_its_silos_clock_with_no_step_is_a_violation() -> None:
+    report = check(_stepped([]))
+    [why] = report.violations["fire executed before its due time"]
+    assert "0.37s early on its silo's clock" in why
+    late_step = FaultEvent("clock", T + 5.0, T + 5.0, None, "silo 1: +0.00s -> -0.38s")
+    assert "fire executed before its due time" in check(_stepped([late_step])).violations

@@ -11,6 +11,8 @@ import threading
 from datetime import datetime, timedelta
 from typing import Any
 
+import pytest
+
 from anu_jobs import Job, JobContext, Once, RetryPolicy, RunStage, SiloBuilder
 from anu_jobs.grain.state import run_id_for
 from anu_jobs.runtime.runtime import _Slots
@@ -284,3 +286,35 @@ async def test_a_plain_def_job_is_launched_on_the_dot_in_the_executor(
         run = await silo.client.wait("b", timeout=5)
     assert len(Blocking.threads) == 1 and Blocking.threads[0] != "MainThread"
     assert run.stage is RunStage.COMPLETED and run.attempt == 1 and run.started_at == at
+
+
+class StepsBack(Job):
+    """Steps the silo's clock back as its code starts: a clock set back (by NTP, say)
+    between the launch on the dot and the turn that records it."""
+
+    clock: FakeClock | None = None
+    started: list[int] = []
+
+    async def execute(self, ctx: JobContext) -> None:
+        StepsBack.started.append(ctx.attempt)
+        if StepsBack.clock is not None and len(StepsBack.started) == 1:
+            StepsBack.clock.jump(StepsBack.clock.now() - timedelta(milliseconds=380))
+
+
+async def test_a_clock_set_back_after_the_launch_still_records_the_launched_attempt(
+    make_silo: SiloFactory, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    StepsBack.clock, StepsBack.started = clock, []
+    async with make_silo(StepsBack) as silo:
+        at = await _armed_once(silo, clock, StepsBack, "s")
+        await clock.advance(0.3)
+        run = await silo.client.wait("s", timeout=5)
+        await clock.advance(1)  # past the fire's time again on the stepped-back clock
+        await settle()
+        runs = await silo.client.runs("s")
+    # The attempt whose code began is the one on record; it is not cancelled and run again.
+    assert StepsBack.started == [1]
+    assert run.stage is RunStage.COMPLETED and run.attempt == 1
+    assert run.run_id == run_id_for("s", at)
+    assert [r.run_id for r in runs] == [run.run_id]
+    assert "did not record it" not in caplog.text

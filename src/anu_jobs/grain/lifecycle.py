@@ -147,7 +147,14 @@ class RunLifecycle(ABC):
 
     def _now(self) -> tuple[datetime, int]:
         now = self.host.clock.now()
-        return now, to_us(now)
+        now_us = to_us(now)
+        launch = self._launch
+        if launch is not None and now_us < launch.at_us:
+            # The clock was set back after an attempt was launched on the dot: until its
+            # turn records it, the grain's time does not go back past the time its code
+            # started at, so that the turn finds its fire due, as the launch did.
+            return from_us(launch.at_us), launch.at_us
+        return now, now_us
 
     def _finish(self, run: RunState) -> None:
         st = self.state
