@@ -151,8 +151,8 @@ class RunLifecycle(ABC):
         launch = self._launch
         if launch is not None and now_us < launch.at_us:
             # The clock was set back after an attempt was launched on the dot: until its
-            # turn records it, the grain's time does not go back past the time its code
-            # started at, so that the turn finds its fire due, as the launch did.
+            # turn records it, the grain's time does not go back past that fire's time,
+            # so that the turn finds the fire due, as the launch did.
             return from_us(launch.at_us), launch.at_us
         return now, now_us
 
