@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib
-import os
 import signal
 import subprocess
 import sys
@@ -25,12 +24,11 @@ from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 from anu_jobs import JobClient
-from chaos.config import SoakConfig
+from chaos.config import ROOT, SoakConfig, child_env
 from chaos.records import FaultEvent, PlannedJob, SiloExit
 
 __all__ = ["DEAD_GRACE", "ROOT", "Cluster", "SiloProc"]
 
-ROOT = Path(__file__).resolve().parents[1]
 
 #: how long a silo may stay declared dead (without joining again) before it is restarted
 DEAD_GRACE = 2.0
@@ -43,8 +41,7 @@ class SiloProc:
         self.serial = serial
         self.workdir = workdir
         self.err_path = workdir / "logs" / f"silo-{serial:02d}.err"
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
+        env = child_env()
         cmd = [
             sys.executable,
             "-m",

@@ -3,13 +3,25 @@ script's options), and the kinds of fault it can inject."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["FAULT_KINDS", "SoakConfig"]
+__all__ = ["FAULT_KINDS", "ROOT", "SoakConfig", "child_env"]
+
+#: the checkout: where the soak's child processes run, and what they import from
+ROOT = Path(__file__).resolve().parents[1]
 
 FAULT_KINDS = ("kill", "freeze", "term", "join", "pg-restart", "clock")
+
+
+def child_env() -> dict[str, str]:
+    """The environment of a child process of the soak (a silo, the canceller): this one's,
+    with the checkout first on ``PYTHONPATH`` so that ``python -m chaos.…`` finds it."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
+    return env
 
 
 @dataclass

@@ -5,7 +5,6 @@ ones at their planned times."""
 from __future__ import annotations
 
 import json
-import os
 import random
 import subprocess
 import sys
@@ -13,7 +12,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from anu_jobs import Cron, Every, JobSpec, Once, Trigger
-from chaos.cluster import ROOT, Cluster
+from chaos.cluster import Cluster
+from chaos.config import ROOT, child_env
 from chaos.jobs import ChaosDoomed, ChaosFlaky, ChaosLong, ChaosTick
 from chaos.records import PlannedJob
 
@@ -133,8 +133,7 @@ class LoadPlanner(Cluster):
             key=lambda p: p[1],
         )
         (self.workdir / "cancel-plan.json").write_text(json.dumps(plan))
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
+        env = child_env()
         with (self.workdir / "logs" / "canceller.err").open("wb") as err:
             return subprocess.Popen(
                 [

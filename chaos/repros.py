@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -30,8 +29,7 @@ if __package__ in (None, ""):  # run as a file: make ``chaos`` (and ``tests``) i
 
 from anu_jobs import Every, Job, JobClient, JobContext, Once, RetryPolicy, SiloBuilder
 from anu_jobs.storage.base import GrainWrite, Storage, WriteResult
-
-ROOT = Path(__file__).resolve().parents[1]
+from chaos.config import ROOT, child_env
 
 # -- save-before-write -------------------------------------------------------------------
 
@@ -318,7 +316,7 @@ class Victim(Job):
 
 
 def _silo_process(url: str, concurrency: int) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = child_env()
     return subprocess.Popen(
         [sys.executable, "-m", "chaos.repros", "silo", url, str(concurrency)],
         cwd=ROOT,
@@ -445,7 +443,7 @@ async def clock_skew(url: str | None) -> int:
 
 
 def _chaos_silo(url: str, workdir: Path) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = child_env()
     cmd = [sys.executable, "-m", "chaos.silo", "--url", url, "--dir", str(workdir)]
     return subprocess.Popen(cmd, cwd=ROOT, env=env, stdin=subprocess.DEVNULL)
 
