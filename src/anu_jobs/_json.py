@@ -8,11 +8,16 @@ import re
 import sys
 from typing import Any
 
-__all__ = ["MAX_DEPTH", "JSONError", "check_json", "clean_text", "dumps", "loads"]
+__all__ = ["MAX_DEPTH", "MAX_DOCUMENT", "JSONError", "check_json", "clean_text", "dumps", "loads"]
 
 #: how deeply params and checkpoints may nest; deeper documents would exhaust the
 #: parser's recursion on the way back out of storage
 MAX_DEPTH = 64
+
+#: the most characters of JSON a job's params, or a checkpoint, may take (32 Mi): a job's
+#: state holds both, and the stores refuse a text past 1 GB (PostgreSQL's limit, and
+#: SQLite's default), which would hold up every write committed with it
+MAX_DOCUMENT = 32 * 1024 * 1024
 
 # Lone surrogates (from "surrogateescape" decoding, or a "\ud800" literal) are valid in a
 # Python str but cannot be encoded as UTF-8, so no store can take them. NUL is valid
@@ -68,20 +73,31 @@ def loads(text: str | bytes) -> Any:
     return json.loads(text)
 
 
-def check_json(value: Any, path: str = "$", depth: int = 0) -> None:
-    """Raise :class:`JSONError` naming the first part of ``value`` that is not plain JSON.
+def check_json(value: Any, path: str = "$", depth: int = 0) -> int:
+    """Raise :class:`JSONError` naming the first part of ``value`` that is not plain JSON;
+    return a lower bound of the size of its JSON text in characters.
 
     Plain JSON here is dict (with str keys), list, str, int, float (finite), bool and None;
     tuples, sets, datetimes and objects are refused so that what is stored is what comes back.
     Strings may not hold NUL (PostgreSQL cannot store it) or lone surrogates (not UTF-8),
-    ints must fit the interpreter's digit limit, and nesting may go :data:`MAX_DEPTH`
-    levels deep.
+    ints must fit the interpreter's digit limit, nesting may go :data:`MAX_DEPTH` levels
+    deep, and a whole document (``depth`` 0) may take at most :data:`MAX_DOCUMENT` characters.
     """
+    size = _check(value, path, depth)
+    if depth == 0 and size > MAX_DOCUMENT:
+        raise JSONError(
+            f"{path} takes at least {size:,} characters as JSON; a document of params or a "
+            f"checkpoint may take at most {MAX_DOCUMENT:,}"
+        )
+    return size
+
+
+def _check(value: Any, path: str, depth: int) -> int:
     if value is None or isinstance(value, bool):
-        return
+        return 4
     if isinstance(value, str):
         _check_text(value, path)
-        return
+        return len(value) + 2
     if isinstance(value, int):
         if value.bit_length() > _WIDE_INT_BITS:
             try:
@@ -91,24 +107,26 @@ def check_json(value: Any, path: str = "$", depth: int = 0) -> None:
                     f"{path} is an int of more than {sys.get_int_max_str_digits()} digits, "
                     "which cannot be written as JSON"
                 ) from None
-        return
+        return 1
     if isinstance(value, float):
         if not math.isfinite(value):
             raise JSONError(f"{path} is {value!r}, which JSON cannot hold")
-        return
+        return 1
     if isinstance(value, (list, dict)) and depth >= MAX_DEPTH:
         raise JSONError(f"{path} nests deeper than {MAX_DEPTH} levels")
     if isinstance(value, list):
+        size = 1 + len(value)  # the brackets and the commas
         for i, item in enumerate(value):
-            check_json(item, f"{path}[{i}]", depth + 1)
-        return
+            size += _check(item, f"{path}[{i}]", depth + 1)
+        return size
     if isinstance(value, dict):
+        size = 1 + 2 * len(value)  # the braces, the colons and the commas
         for key, item in value.items():
             if not isinstance(key, str):
                 raise JSONError(f"{path} has the key {key!r}, but JSON keys must be strings")
             _check_text(key, f"{path} key {key!r}")
-            check_json(item, f"{path}.{key}", depth + 1)
-        return
+            size += len(key) + 2 + _check(item, f"{path}.{key}", depth + 1)
+        return size
     raise JSONError(
         f"{path} is a {type(value).__name__}, which is not JSON "
         "(use dict, list, str, int, float, bool or None)"

@@ -9,6 +9,7 @@ from typing import Any
 import pydantic
 import pytest
 
+import anu_jobs._json
 from anu_jobs import (
     ConfigurationError,
     Cron,
@@ -19,6 +20,7 @@ from anu_jobs import (
     Job,
     JobContext,
     JobNotFoundError,
+    JobSpec,
     JobStage,
     MisfirePolicy,
     Once,
@@ -94,6 +96,24 @@ async def test_params_that_are_not_json_are_refused(make_silo: SiloFactory, para
         with pytest.raises(InvalidParamsError):
             await silo.client.schedule(Noop, job_id="x", params=params)
         assert await silo.storage.read_state("x") is None
+
+
+async def test_params_past_the_document_limit_are_refused_and_nothing_is_stored(
+    make_silo: SiloFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(anu_jobs._json, "MAX_DOCUMENT", 1000)
+    fits, too_big = {"s": "x" * 992}, {"s": "x" * 993}  # 1,000 and 1,001 characters of JSON
+    async with make_silo(Noop) as silo:
+        c = silo.client
+        with pytest.raises(InvalidParamsError, match="at least 1,001 characters"):
+            await c.schedule(Noop, job_id="big", params=too_big)
+        specs = [JobSpec(Noop, job_id="a"), JobSpec(Noop, job_id="b", params=too_big)]
+        with pytest.raises(InvalidParamsError, match="at most 1,000"):
+            await c.schedule_many(specs)
+        for job_id in ("big", "a", "b"):
+            assert await silo.storage.read_state(job_id) is None
+        await c.schedule(Noop, job_id="fits", params=fits)
+        assert (await c.get("fits")).params == fits
 
 
 async def test_bad_input_raises_typed_errors(make_silo: SiloFactory) -> None:

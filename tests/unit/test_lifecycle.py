@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+import anu_jobs._json
 from anu_jobs import (
     Every,
     Job,
@@ -21,7 +22,7 @@ from anu_jobs import (
     RunStage,
     SiloBuilder,
 )
-from anu_jobs.errors import StorageError
+from anu_jobs.errors import InvalidParamsError, StorageError
 from anu_jobs.storage import LeaseToken
 from anu_jobs.testing import FakeClock
 from tests.conftest import SiloFactory, drive, eventually, settle
@@ -354,6 +355,27 @@ async def test_checkpoint_survives_across_attempts(
         run = await silo.client.wait("k", timeout=2)
     assert run.stage is RunStage.COMPLETED
     assert seen == [None, {"done": 1}]
+
+
+async def test_a_checkpoint_past_the_document_limit_is_refused_to_the_job(
+    make_silo: SiloFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(anu_jobs._json, "MAX_DOCUMENT", 1000)
+    refused: list[str] = []
+
+    class Checkpointing(Job):
+        async def execute(self, ctx: JobContext) -> None:
+            await ctx.save_checkpoint({"kept": 1})
+            try:
+                await ctx.save_checkpoint({"s": "x" * 2000})
+            except InvalidParamsError as exc:
+                refused.append(str(exc))
+
+    async with make_silo(Checkpointing) as silo:
+        await silo.client.schedule(Checkpointing, job_id="k")
+        run = await silo.client.wait("k", run_id=await silo.client.trigger("k"), timeout=5)
+    assert run.stage is RunStage.COMPLETED
+    assert len(refused) == 1 and "checkpoint takes at least 2,008 characters" in refused[0]
 
 
 async def test_plain_def_job_runs_in_a_worker_thread(make_silo: SiloFactory) -> None:
