@@ -95,10 +95,6 @@ def _sqlite_claim(conn: sqlite3.Connection, table: str, free: str, batch: int) -
     return ids
 
 
-def _sqlite_count(conn: sqlite3.Connection, query: str) -> int:
-    return int(conn.execute(query).fetchone()[0])
-
-
 def sqlite_ceiling(jobs: int, batch: int) -> float:
     """Jobs per second through claim + ack transactions on a fresh SQLite file."""
     with _sqlite_file() as conn:
@@ -116,7 +112,7 @@ def sqlite_ceiling(jobs: int, batch: int) -> float:
             conn.execute("COMMIT")
             done += len(ids)
         seconds = time.perf_counter() - t0
-        _check_counts(jobs - _sqlite_count(conn, "SELECT count(*) FROM q"), done, jobs)
+        _check_counts(jobs - _count(conn, "SELECT count(*) FROM q"), done, jobs)
     return jobs / seconds
 
 
@@ -151,11 +147,16 @@ def sqlite_record_ceiling(jobs: int, batch: int) -> float:
             done += len(ids)
         seconds = time.perf_counter() - t0
         _check_counts(
-            _sqlite_count(conn, "SELECT count(*) FROM runs"),
-            _sqlite_count(conn, "SELECT count(*) FROM jobs WHERE stage = 'finished'"),
+            _count(conn, "SELECT count(*) FROM runs"),
+            _count(conn, "SELECT count(*) FROM jobs WHERE stage = 'finished'"),
             jobs,
         )
     return jobs / seconds
+
+
+def _count(conn: Any, query: str) -> int:
+    """The one number a ``count(*)`` query gives, on either store's connection."""
+    return int(conn.execute(query).fetchone()[0])
 
 
 def _check_counts(first: int, second: int, jobs: int) -> None:
@@ -192,8 +193,8 @@ def sqlite_schedule_ceiling(jobs: int) -> float:
             conn.execute("COMMIT")
         seconds = time.perf_counter() - t0
         _check_counts(
-            _sqlite_count(conn, "SELECT count(*) FROM jobs"),
-            _sqlite_count(conn, "SELECT count(*) FROM reminders"),
+            _count(conn, "SELECT count(*) FROM jobs"),
+            _count(conn, "SELECT count(*) FROM reminders"),
             jobs,
         )
     return jobs / seconds
@@ -332,11 +333,6 @@ def _pg_claim(conn: Any, table: str, free: str, batch: int) -> list[int]:
             (batch,),
         )
     ]
-
-
-def _count(conn: Any, query: str) -> int:
-    row = conn.execute(query).fetchone()
-    return int(row[0]) if row is not None else 0
 
 
 def measure(

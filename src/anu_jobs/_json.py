@@ -73,7 +73,7 @@ def loads(text: str | bytes) -> Any:
     return json.loads(text)
 
 
-def check_json(value: Any, path: str = "$", depth: int = 0) -> int:
+def check_json(value: Any, path: str = "$") -> int:
     """Raise :class:`JSONError` naming the first part of ``value`` that is not plain JSON;
     return a lower bound of the size of its JSON text in characters.
 
@@ -81,10 +81,10 @@ def check_json(value: Any, path: str = "$", depth: int = 0) -> int:
     tuples, sets, datetimes and objects are refused so that what is stored is what comes back.
     Strings may not hold NUL (PostgreSQL cannot store it) or lone surrogates (not UTF-8),
     ints must fit the interpreter's digit limit, nesting may go :data:`MAX_DEPTH` levels
-    deep, and a whole document (``depth`` 0) may take at most :data:`MAX_DOCUMENT` characters.
+    deep, and the whole document may take at most :data:`MAX_DOCUMENT` characters.
     """
-    size = _check(value, path, depth)
-    if depth == 0 and size > MAX_DOCUMENT:
+    size = _check(value, path, 0)
+    if size > MAX_DOCUMENT:
         raise JSONError(
             f"{path} takes at least {size:,} characters as JSON; a document of params or a "
             f"checkpoint may take at most {MAX_DOCUMENT:,}"
