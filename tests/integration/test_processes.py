@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from anu_jobs import Cron, Every, JobClient, Once, RunStage
+from tests.conftest import eventually
 from tests.integration.silo_proc import LongOnFirstAttempt, Record, WaitsForCancel
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -116,7 +117,14 @@ async def test_a_run_cut_off_by_sigkill_is_retried_as_its_next_attempt(
             lambda: any(line.startswith("start") for line in lines(tmp_path / "long.log")),
             "the first attempt",
         )
-        procs[0].kill()  # SIGKILL mid-run: no chance to record anything
+
+        async def recorded_running() -> bool:
+            # Its code may start a group commit ahead of its record: kill it once on record.
+            run = (await client.get("long")).current_run
+            return run is not None and run.stage is RunStage.RUNNING
+
+        await eventually(recorded_running, "the first attempt on record", timeout=10)
+        procs[0].kill()  # SIGKILL mid-run: no chance to record anything more
         killed_at = time.monotonic()
         procs.append(SiloProcess(db, tmp_path))
         run = await client.wait("long", timeout=30)
